@@ -1,0 +1,1 @@
+"""Thin DVC stage entry points: load the config, call one `tada` function, write atomically."""

@@ -1,0 +1,76 @@
+"""The ``tada`` command line: ``tada train`` and ``tada methods``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"tada: --set expects KEY=VALUE (e.g. train.iterations=500), got {pair!r}")
+        overrides[key] = yaml.safe_load(value)  # "500" -> 500, "true" -> True, "null" -> None
+    return overrides
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tada.config import load_config
+    from tada.workflows import train_and_save
+
+    config = load_config(args.params, _parse_overrides(args.set))
+
+    def log(row: dict[str, float]) -> None:
+        if args.quiet:
+            return
+        print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+    final = train_and_save(config, model_path=args.model, metrics_path=args.metrics, log=log)
+    print(f"target accuracy {final['target_accuracy']:.4f} (last iterate); model: {args.model}", file=sys.stderr)
+    return 0
+
+
+def _methods(_: argparse.Namespace) -> int:
+    from tada.methods import METHODS
+
+    for method in METHODS.values():
+        flags = [f for f in ("local_attention", "global_adversarial", "entropy", "entropy_attention")
+                 if getattr(method, f)]
+        print(f"{method.name:16s} {', '.join(flags) or 'classification loss only'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tada", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the method in params.yaml on its task")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
+    p.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    p.add_argument("--metrics", type=Path, default=Path("reports/train_metrics.json"))
+    p.add_argument("--quiet", action="store_true", help="do not print the log rows")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("methods", help="list the methods and the parts of TADA each one uses")
+    p.set_defaults(func=_methods)
+
+    args = parser.parse_args(argv)
+    from tada.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"tada: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""One frozen, typed, nested configuration, mirrored 1:1 by ``params.yaml``.
+
+`load_config` rejects unknown keys, wrong types and out-of-range values, naming the dotted key path
+(``train.iterations must be > 0, got -5``). Keys left out take the defaults below; the repository's ``params.yaml``
+spells every one of them out (a test checks it), so no coefficient of the objective hides in code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+BACKBONES = ("dtn", "lenet", "resnet101", "resnet18", "resnet34", "resnet50")  # == backbones.available_backbones()
+METHODS = ("source_only", "dann", "tada", "tada_no_local", "tada_no_global")  # == methods.METHODS
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def _check(**rules: Any) -> dict[str, Any]:
+    return {"rules": rules}
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Random rendering of the synthetic source digits (see `tada.data.synthetic.RenderSpec`)."""
+
+    height: tuple[float, float] = field(default=(0.6, 0.9), metadata=_check(interval=(0.1, 1.0)))
+    stroke: tuple[float, float] = field(default=(0.0, 1.5), metadata=_check(interval=(0.0, 5.0)))
+    rotation: float = field(default=15.0, metadata=_check(ge=0, le=180))
+    translation: float = field(default=0.08, metadata=_check(ge=0, le=0.5))
+    blur: float = field(default=1.0, metadata=_check(ge=0))
+    noise: float = field(default=0.05, metadata=_check(ge=0, le=1))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The domain-adaptation task.
+
+    ``generation_seed`` fixes the identity of the generated dataset (like a dataset version); the run's seed is
+    ``train.seed``.
+    """
+
+    name: str = field(default="synthetic_to_handwritten", metadata=_check(choices=("synthetic_to_handwritten",)))
+    image_size: int = field(default=28, metadata=_check(ge=16, le=512))
+    source_train_per_class: int = field(default=500, metadata=_check(gt=0))
+    source_test_per_class: int = field(default=100, metadata=_check(gt=0))
+    target_test_fraction: float = field(default=0.3, metadata=_check(gt=0, lt=1))
+    generation_seed: int = field(default=0, metadata=_check(ge=0))
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = field(default="lenet", metadata=_check(choices=BACKBONES))
+    pretrained: bool = False
+    weights_path: str | None = None
+    bottleneck_dim: int = field(default=256, metadata=_check(gt=0))
+    bottleneck_dropout: float = field(default=0.5, metadata=_check(ge=0, lt=1))
+    discriminator_hidden: int = field(default=1024, metadata=_check(gt=0))
+    region_discriminator_hidden: int = field(default=1024, metadata=_check(gt=0))
+    discriminator_dropout: float = field(default=0.5, metadata=_check(ge=0, lt=1))
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The objective ``L_y + gamma * L_h + lambda * (L_l + L_g)`` and which terms are on (by ``name``)."""
+
+    name: str = field(
+        default="tada",
+        metadata=_check(choices=METHODS),
+    )
+    adversarial_weight: float = field(default=1.0, metadata=_check(ge=0))  # lambda
+    entropy_weight: float = field(default=0.1, metadata=_check(ge=0))  # gamma
+    grl_alpha: float = field(default=10.0, metadata=_check(gt=0))
+    grl_max: float = field(default=1.0, metadata=_check(ge=0))
+    detach_local_attention: bool = False
+    detach_global_attention: bool = False
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with ``lr_p = lr * (1 + lr_alpha * p) ** -lr_beta``; the backbone gets ``lr * backbone_lr_mult``."""
+
+    lr: float = field(default=0.01, metadata=_check(gt=0))
+    backbone_lr_mult: float = field(default=0.1, metadata=_check(ge=0))
+    region_lr_mult: float = field(default=1.0, metadata=_check(ge=0))
+    momentum: float = field(default=0.9, metadata=_check(ge=0, lt=1))
+    nesterov: bool = True
+    weight_decay: float = field(default=5e-4, metadata=_check(ge=0))
+    lr_alpha: float = field(default=10.0, metadata=_check(ge=0))
+    lr_beta: float = field(default=0.75, metadata=_check(ge=0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = field(default=0, metadata=_check(ge=0))
+    iterations: int = field(default=3000, metadata=_check(gt=0))
+    batch_size: int = field(default=64, metadata=_check(gt=0))  # per domain: B source + B target per step
+    eval_interval: int = field(default=500, metadata=_check(gt=0))
+    log_interval: int = field(default=50, metadata=_check(gt=0))
+    eval_batch_size: int = field(default=512, metadata=_check(gt=0))
+    num_threads: int = field(default=2, metadata=_check(ge=0))  # 0: leave torch's default
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def digest(self) -> str:
+        """A short hash of the resolved configuration, for provenance."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted-key overrides (``{"train.iterations": 10}``), validated like a file."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for i, key in enumerate(parents):
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(f"{'.'.join(parents[: i + 1])} is not a section of the configuration")
+                node = node[key]
+            if leaf not in node:
+                raise ConfigError(f"unknown key {dotted}")
+            node[leaf] = value
+        return config_from_dict(data)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(option, value, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{path} must be {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{path} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {path}")
+
+
+def _check_rules(path: str, value: Any, rules: dict[str, Any]) -> None:
+    if value is None:
+        return
+    items = value if isinstance(value, tuple) else (value,)
+    for key, bound in rules.items():
+        if key == "choices" and value not in bound:
+            raise ConfigError(f"{path} must be one of {', '.join(map(str, bound))}, got {value!r}")
+        if key == "interval":
+            low, high = bound
+            if not (low <= items[0] <= items[-1] <= high):
+                raise ConfigError(f"{path} must be [low, high] with {low} <= low <= high <= {high}, got {list(items)}")
+        for op, ok, word in (("gt", float.__gt__, ">"), ("ge", float.__ge__, ">="),
+                             ("lt", float.__lt__, "<"), ("le", float.__le__, "<=")):
+            if key == op and not all(ok(float(v), float(bound)) for v in items):
+                raise ConfigError(f"{path} must be {word} {bound}, got {value!r}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'the configuration'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (known keys{' of ' + path if path else ''}: {', '.join(fields)})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key = f"{path}.{name}" if path else name
+        value = _coerce(hints[name], data[name], key)
+        _check_rules(key, value, f.metadata.get("rules", {}))
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested mapping (as read from ``params.yaml``) into a `Config`."""
+    return _build(Config, data, "")
+
+
+def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a params file; ``overrides`` are dotted keys applied on top."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    try:
+        config = config_from_dict(data or {})
+        return config.replace(overrides) if overrides else config
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

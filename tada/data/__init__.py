@@ -1,0 +1,1 @@
+"""Datasets, domain tasks and loaders."""

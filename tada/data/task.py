@@ -1,0 +1,84 @@
+"""A domain-adaptation task: labelled source images, unlabelled target images, and held-out test splits.
+
+The default task, "synthetic -> handwritten digits", is built offline from what installed packages ship:
+source = digits rendered from matplotlib's fonts (`tada.data.synthetic`), target = scikit-learn's handwritten
+digits (`tada.data.handwritten`). The target's labels are only ever used for its held-out test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tada.config import DataConfig
+from tada.data.handwritten import load_handwritten_digits
+from tada.data.synthetic import RenderSpec, render_digits
+
+TARGET_SPLIT_SEED = 20190127  # fixed for all runs: the target test split never moves with the run's seed
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """``images``: ``(N, H, W)`` or ``(N, H, W, 3)`` uint8; ``labels``: ``(N,)`` int64, or None when unlabelled."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class DomainTask:
+    classes: tuple[str, ...]
+    source_train: ImageSet
+    source_test: ImageSet
+    target_train: ImageSet  # unlabelled
+    target_test: ImageSet
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.source_train.images.ndim == 3 else self.source_train.images.shape[-1]
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` with ``round(test_fraction * n_c)`` test images of every class c, sorted."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(test_fraction * idx.size))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def build_default_task(cfg: DataConfig) -> DomainTask:
+    """Synthetic (fonts) -> handwritten digits, deterministic given ``cfg.generation_seed``."""
+    r = cfg.render
+    spec = RenderSpec(r.height, r.stroke, r.rotation, r.translation, r.blur, r.noise)
+    # Two independent streams, so changing the test size does not change the training images.
+    seeds = np.random.SeedSequence(cfg.generation_seed).generate_state(2)
+    xs, ys = render_digits(cfg.source_train_per_class, cfg.image_size, spec, int(seeds[0]))
+    xs_test, ys_test = render_digits(cfg.source_test_per_class, cfg.image_size, spec, int(seeds[1]))
+    xt, yt = load_handwritten_digits(cfg.image_size)
+    train_idx, test_idx = stratified_split(yt, cfg.target_test_fraction, TARGET_SPLIT_SEED)
+    return DomainTask(
+        classes=tuple(str(d) for d in range(10)),
+        source_train=ImageSet(xs, ys),
+        source_test=ImageSet(xs_test, ys_test),
+        target_train=ImageSet(xt[train_idx], None),
+        target_test=ImageSet(xt[test_idx], yt[test_idx]),
+    )
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W[, 3])`` -> float32 ``(N, C, H, W)`` scaled to [-1, 1]."""
+    x = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()

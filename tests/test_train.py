@@ -1,0 +1,58 @@
+import math
+
+import pytest
+import torch
+
+from tada.methods import METHODS
+from tada.train import train
+from tada.workflows import build_task
+
+
+def test_same_seed_gives_identical_metrics_twice(tiny_config, tiny_task):
+    a = train(tiny_config, tiny_task)
+    b = train(tiny_config, tiny_task)
+    assert a.history == b.history
+    assert a.evaluations == b.evaluations
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_a_different_seed_gives_a_different_run(tiny_config, tiny_task):
+    a = train(tiny_config, tiny_task)
+    b = train(tiny_config.replace({"train.seed": 1}), tiny_task)
+    assert a.history != b.history
+
+
+def test_logs_each_term_lr_and_grl_coefficient_and_reports_the_last_iterate(tiny_config, tiny_task):
+    rows = []
+    result = train(tiny_config, tiny_task, log=rows.append)
+    losses = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "target_accuracy" in r]
+    assert [r["step"] for r in losses] == [4, 8, 12]
+    assert [r["step"] for r in evals] == [6, 12]
+    assert {"source_ce", "local_adv", "global_adv", "entropy", "lr", "grl_coeff"} <= set(losses[0])
+    assert losses[0]["grl_coeff"] < losses[-1]["grl_coeff"]
+    assert losses[0]["lr"] > losses[-1]["lr"]
+    assert result.final == evals[-1]
+    assert 0.0 <= result.final["target_accuracy"] <= 1.0
+    assert 1 - math.log(2) <= result.final["target_mean_local_attention"] <= 1
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_through_the_same_loop(tiny_config, tiny_task, name):
+    result = train(tiny_config.replace({"method.name": name}), tiny_task)
+    for row in result.history:
+        assert all(math.isfinite(v) for v in row.values())
+    present = set(result.history[-1]) - {"step", "lr", "grl_coeff", "loss"}
+    expected = {"source_only": 1, "dann": 2, "tada": 4, "tada_no_local": 3, "tada_no_global": 3}[name]
+    assert len(present) == expected
+
+
+def test_a_few_hundred_iterations_on_a_tiny_batch_drive_the_source_loss_down(tiny_config):
+    config = tiny_config.replace({
+        "data.source_train_per_class": 2, "train.batch_size": 20, "model.bottleneck_dropout": 0.0,
+        "train.iterations": 300, "train.log_interval": 50, "train.eval_interval": 300, "method.name": "tada",
+    })
+    result = train(config, build_task(config))
+    first, last = result.history[0]["source_ce"], result.history[-1]["source_ce"]
+    assert first > 1.5 and last < 0.25 * first, (first, last)
