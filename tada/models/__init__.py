@@ -1,0 +1,1 @@
+"""Networks: backbones, gradient reversal, discriminators, attention and the TADA network."""
