@@ -24,6 +24,7 @@ import yaml
 
 from tada.config import load_config
 from tada.io import write_json_atomic
+from tada.methods import METHODS as ALL_METHODS
 from tada.train import train
 from tada.workflows import build_task
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(ALL_METHODS),
+                        help="also the ablations tada_no_local and tada_no_global")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/adaptation.json"))
     args = parser.parse_args(argv)

@@ -1,8 +1,9 @@
 """One frozen, typed, nested configuration, mirrored 1:1 by ``params.yaml``.
 
 `load_config` rejects unknown keys, wrong types and out-of-range values, naming the dotted key path
-(``train.iterations must be > 0, got -5``). Keys left out take the defaults below; the repository's ``params.yaml``
-spells every one of them out (a test checks it), so no coefficient of the objective hides in code.
+(``train.iterations must be > 0, got -5``). Keys left out take the defaults below, which equal the repository's
+``params.yaml``; that file spells every key out, so no coefficient of the objective hides in code (a test checks
+both).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class ModelConfig:
     bottleneck_dim: int = field(default=256, metadata=_check(gt=0))
     bottleneck_dropout: float = field(default=0.5, metadata=_check(ge=0, lt=1))
     discriminator_hidden: int = field(default=1024, metadata=_check(gt=0))
-    region_discriminator_hidden: int = field(default=1024, metadata=_check(gt=0))
+    region_discriminator_hidden: int = field(default=64, metadata=_check(gt=0))
     discriminator_dropout: float = field(default=0.5, metadata=_check(ge=0, lt=1))
 
 
@@ -93,8 +94,8 @@ class OptimConfig:
     """SGD with ``lr_p = lr * (1 + lr_alpha * p) ** -lr_beta``; the backbone gets ``lr * backbone_lr_mult``."""
 
     lr: float = field(default=0.01, metadata=_check(gt=0))
-    backbone_lr_mult: float = field(default=0.1, metadata=_check(ge=0))
-    region_lr_mult: float = field(default=1.0, metadata=_check(ge=0))
+    backbone_lr_mult: float = field(default=1.0, metadata=_check(ge=0))
+    region_lr_mult: float = field(default=16.0, metadata=_check(ge=0))
     momentum: float = field(default=0.9, metadata=_check(ge=0, lt=1))
     nesterov: bool = True
     weight_decay: float = field(default=5e-4, metadata=_check(ge=0))
@@ -106,7 +107,7 @@ class OptimConfig:
 class TrainConfig:
     seed: int = field(default=0, metadata=_check(ge=0))
     iterations: int = field(default=3000, metadata=_check(gt=0))
-    batch_size: int = field(default=64, metadata=_check(gt=0))  # per domain: B source + B target per step
+    batch_size: int = field(default=32, metadata=_check(gt=0))  # per domain: B source + B target per step
     eval_interval: int = field(default=500, metadata=_check(gt=0))
     log_interval: int = field(default=50, metadata=_check(gt=0))
     eval_batch_size: int = field(default=512, metadata=_check(gt=0))

@@ -20,7 +20,7 @@ def leaves(tree: dict, prefix: str = "") -> set[str]:
 def test_params_yaml_mirrors_the_config_tree_one_to_one():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert leaves(params) == leaves(Config().to_dict())
-    load_config(ROOT / "params.yaml")  # and it validates
+    assert load_config(ROOT / "params.yaml") == Config()  # it validates, and the code's defaults are the file's
 
 
 def test_dvc_yaml_params_are_sections_or_keys_of_params_yaml():
