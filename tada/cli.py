@@ -23,7 +23,7 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
 
 def _train(args: argparse.Namespace) -> int:
     from tada.config import load_config
-    from tada.workflows import train_and_save
+    from tada.workflows import build_task, train_and_save
 
     config = load_config(args.params, _parse_overrides(args.set))
 
@@ -32,7 +32,7 @@ def _train(args: argparse.Namespace) -> int:
             return
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
-    final = train_and_save(config, model_path=args.model, metrics_path=args.metrics, log=log)
+    final = train_and_save(config, build_task(config), model_path=args.model, metrics_path=args.metrics, log=log)
     print(f"target accuracy {final['target_accuracy']:.4f} (last iterate); model: {args.model}", file=sys.stderr)
     return 0
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-
 BACKBONES = ("dtn", "lenet", "resnet101", "resnet18", "resnet34", "resnet50")  # == backbones.available_backbones()
 METHODS = ("source_only", "dann", "tada", "tada_no_local", "tada_no_global")  # == methods.METHODS
 
@@ -54,6 +53,7 @@ class DataConfig:
 
     name: str = field(default="synthetic_to_handwritten", metadata=_check(choices=("synthetic_to_handwritten",)))
     image_size: int = field(default=28, metadata=_check(ge=16, le=512))
+    color_mode: str = field(default="L", metadata=_check(choices=("L", "RGB")))  # what the model is fed
     source_train_per_class: int = field(default=500, metadata=_check(gt=0))
     source_test_per_class: int = field(default=100, metadata=_check(gt=0))
     target_test_fraction: float = field(default=0.3, metadata=_check(gt=0, lt=1))
@@ -116,12 +116,41 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ValidateConfig:
+    """Bounds for the Great Expectations suite run by the validate stage."""
+
+    min_per_class: int = field(default=10, metadata=_check(ge=0))  # per domain, labelled split and class
+    max_per_class: int = field(default=100_000, metadata=_check(gt=0))
+    min_rows: int = field(default=100, metadata=_check(ge=0))
+    image_modes: tuple[str, ...] = field(default=("L",), metadata=_check(subset=("1", "L", "P", "RGB", "RGBA")))
+    check_image_size: bool = True  # every image is data.image_size square
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = field(default=512, metadata=_check(gt=0))
+    tsne_points: int = field(default=500, metadata=_check(gt=10))  # per domain
+    tsne_perplexity: float = field(default=30.0, metadata=_check(gt=0))
+    attention_images: int = field(default=16, metadata=_check(gt=0, le=64))
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = field(default=18, metadata=_check(ge=17, le=23))
+    parity_tolerance: float = field(default=1e-4, metadata=_check(gt=0))  # max |logit difference| vs PyTorch
+    parity_batch_sizes: tuple[int, ...] = field(default=(1, 32), metadata=_check(gt=0))
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -171,6 +200,10 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(f"{path} must be {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{path} must be a non-empty list, got {value!r}")
+        return tuple(_coerce(typing.get_args(tp)[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -202,6 +235,8 @@ def _check_rules(path: str, value: Any, rules: dict[str, Any]) -> None:
         return
     items = value if isinstance(value, tuple) else (value,)
     for key, bound in rules.items():
+        if key == "subset" and not set(items) <= set(bound):
+            raise ConfigError(f"{path} must be chosen from {', '.join(bound)}, got {list(items)}")
         if key == "choices" and value not in bound:
             raise ConfigError(f"{path} must be one of {', '.join(map(str, bound))}, got {value!r}")
         if key == "interval":

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 
+from tada.config import EvaluateConfig
+from tada.data.task import DomainTask, to_tensor
 from tada.models.network import TadaNet
 
 
@@ -42,3 +48,70 @@ def evaluate(model: TadaNet, images: torch.Tensor, labels: torch.Tensor, batch_s
     if "domain_logits" in out:
         metrics["mean_domain_probability"] = torch.sigmoid(out["domain_logits"]).mean().item()
     return metrics
+
+
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C, C)`` counts, rows = true class, columns = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def evaluation_report(
+    model: TadaNet, task: DomainTask, cfg: EvaluateConfig, seed: int, figures_dir: str | Path, method: str
+) -> dict[str, Any]:
+    """Held-out metrics of a trained model, and the figures: confusion matrix, t-SNE, attention maps.
+
+    Returns the metrics: source and target accuracy, per-class target accuracy, and (where the model has them)
+    attention and domain-probability statistics.
+    """
+    from tada import figures
+
+    figures_dir = Path(figures_dir)
+    classes = task.classes
+    source_x, target_x = to_tensor(task.source_test.images), to_tensor(task.target_test.images)
+    source_y, target_y = task.source_test.labels, task.target_test.labels
+    src, tgt = predict(model, source_x, cfg.batch_size), predict(model, target_x, cfg.batch_size)
+    target_pred = tgt["logits"].argmax(1).numpy()
+    matrix = confusion_matrix(target_pred, target_y, len(classes))
+    per_class = {c: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, c in enumerate(classes)}
+    metrics: dict[str, Any] = {
+        "source_accuracy": accuracy(src["logits"], torch.from_numpy(source_y)),
+        "target_accuracy": accuracy(tgt["logits"], torch.from_numpy(target_y)),
+        "target_per_class_accuracy": per_class,
+        "target_images": int(len(target_y)),
+    }
+    for name, key in (("local_attention", "local_attention"), ("domain_probability", "domain_logits")):
+        if key in src:
+            s, t = src[key], tgt[key]
+            if key == "domain_logits":
+                s, t = torch.sigmoid(s), torch.sigmoid(t)
+            metrics[name] = {"source_mean": s.mean().item(), "target_mean": t.mean().item(),
+                             "target_std": t.std().item()}
+
+    figures.confusion_matrix_figure(matrix, classes, f"target confusion matrix ({method})",
+                                    figures_dir / "confusion_matrix.png")
+    rng = np.random.default_rng(seed)
+    pick_s = rng.choice(len(source_y), min(cfg.tsne_points, len(source_y)), replace=False)
+    pick_t = rng.choice(len(target_y), min(cfg.tsne_points, len(target_y)), replace=False)
+    features = torch.cat([src["features"][pick_s], tgt["features"][pick_t]]).numpy()
+    from sklearn.manifold import TSNE
+
+    perplexity = min(cfg.tsne_perplexity, (len(features) - 1) / 3)
+    embedding = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    is_source = np.arange(len(features)) < len(pick_s)
+    figures.tsne_figure(embedding, is_source, np.concatenate([source_y[pick_s], target_y[pick_t]]),
+                        f"t-SNE of bottleneck features ({method})", figures_dir / "tsne.png")
+
+    count = min(cfg.attention_images, len(target_y))
+    shown = np.linspace(0, len(target_y) - 1, count).round().astype(int)
+    attention = None
+    if "local_attention" in tgt:
+        with torch.no_grad():
+            h, w = model.eval().backbone(target_x[:1]).shape[2:]
+        attention = tgt["local_attention"][shown].view(count, h, w).numpy()
+    captions = [f"{classes[target_y[i]]} -> {classes[target_pred[i]]}" for i in shown]
+    figures.attention_figure(task.target_test.images[shown], attention, captions,
+                             "local attention on target images (true -> predicted)", figures_dir / "attention.png")
+    return metrics
+

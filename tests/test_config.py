@@ -37,8 +37,8 @@ def test_choices_lists_agree_with_the_registries():
     from tada.methods import METHODS
     from tada.models.backbones import available_backbones
 
-    assert config_module.METHODS == tuple(METHODS)
-    assert config_module.BACKBONES == available_backbones()
+    assert tuple(METHODS) == config_module.METHODS
+    assert available_backbones() == config_module.BACKBONES
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,15 @@ def test_reversed_gradient_matches_finite_differences():
 
 
 def test_module_uses_the_coefficient_set_on_it():
-    layer = GradientReversal()
+    layer = GradientReversal().train()
     layer.coeff = 0.25
     x = torch.ones(3, requires_grad=True)
     layer(x).sum().backward()
     torch.testing.assert_close(x.grad, torch.full((3,), -0.25))
+
+
+def test_eval_mode_is_a_plain_identity_with_no_reversal():
+    layer = GradientReversal(1.0).eval()
+    x = torch.ones(3, requires_grad=True)
+    y = layer(x)
+    assert y is x  # nothing in the graph: the exported inference model has no reversal node

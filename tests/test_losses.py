@@ -48,7 +48,8 @@ def test_attentive_entropy_weights_each_image():
     weights = torch.tensor([1.5, 1.0, 1.2])
     ent = [-sum(p * math.log(p) for p in softmax(row)) for row in logits.tolist()]
     torch.testing.assert_close(prediction_entropy(logits), torch.tensor(ent))
-    assert attentive_entropy(logits, weights).item() == pytest_approx(sum(w * h for w, h in zip([1.5, 1.0, 1.2], ent)) / 3)
+    expected = sum(w * h for w, h in zip([1.5, 1.0, 1.2], ent, strict=True)) / 3
+    assert attentive_entropy(logits, weights).item() == pytest_approx(expected)
     assert attentive_entropy(logits).item() == pytest_approx(sum(ent) / 3)
 
 

@@ -32,14 +32,17 @@ def reverse_gradient(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
 
 
 class GradientReversal(nn.Module):
-    """Holds the current reversal coefficient; the training loop sets ``coeff`` explicitly each step."""
+    """Holds the current reversal coefficient; the training loop sets ``coeff`` explicitly each step.
+
+    In eval mode it is a plain identity, so the inference graph (and the exported ONNX model) has no reversal in it.
+    """
 
     def __init__(self, coeff: float = 1.0) -> None:
         super().__init__()
         self.coeff = coeff
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return reverse_gradient(x, self.coeff)
+        return reverse_gradient(x, self.coeff) if self.training else x
 
     def extra_repr(self) -> str:
         return f"coeff={self.coeff}"

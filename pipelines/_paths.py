@@ -1,0 +1,16 @@
+"""Where the stages read and write; dvc.yaml declares the same paths."""
+
+PARAMS = "params.yaml"
+DATA = "data"
+VALIDATION_REPORT = "reports/validation.json"
+VALIDATION_FAILED = "reports/validation_failed.json"
+DATA_DOCS = "reports/data_docs"
+DATA_DOCS_FAILED = "reports/data_docs_failed"
+MODEL = "models/model.pt"
+TRAIN_DIR = "reports/train"  # dvclive: metrics.json and plots/metrics/**.tsv
+TRAIN_SUMMARY = "reports/train/summary.json"
+METRICS = "reports/metrics.json"
+FIGURES = "reports/figures"
+ONNX_MODEL = "models/model.onnx"
+EXPORT_REPORT = "reports/export.json"
+EXPORT_FAILED = "reports/export_failed.json"

@@ -1,0 +1,166 @@
+"""The DVC pipeline end to end, in a temporary git copy of the repository, on tiny params."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"source_train_per_class": 20, "source_test_per_class": 12},
+    "model": {"bottleneck_dim": 32, "discriminator_hidden": 32, "region_discriminator_hidden": 8},
+    "train": {"iterations": 20, "eval_interval": 10, "log_interval": 5, "batch_size": 16},
+    "evaluate": {"tsne_points": 40, "attention_images": 8},
+}
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false", "PYTHONPATH": ""}
+
+
+def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git copy of the tracked files, tiny params, committed, then `dvc repro` once."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    set_params(repo, TINY)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    first = sh(repo, "dvc", "repro")
+    assert ran_stages(first.stdout) == ["fetch", "validate", "train", "evaluate", "export"], first.stdout
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock")
+    return repo
+
+
+@pytest.mark.slow
+def test_repro_produces_every_artifact(repo):
+    for path in ("data/manifest.csv", "reports/validation.json", "reports/data_docs/index.html", "models/model.pt",
+                 "reports/train/metrics.json", "reports/metrics.json", "reports/figures/confusion_matrix.png",
+                 "reports/figures/tsne.png", "reports/figures/attention.png", "models/model.onnx",
+                 "reports/export.json"):
+        assert (repo / path).is_file(), path
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics["target_per_class_accuracy"]) == set("0123456789")
+    assert 0 <= metrics["target_accuracy"] <= 1 and "local_attention" in metrics
+    export = json.loads((repo / "reports/export.json").read_text())
+    assert export["passed"] and [c["batch_size"] for c in export["checks"]] == [1, 32]
+    assert all(c["max_abs_diff"] <= 1e-4 and c["argmax_identical"] for c in export["checks"])
+
+
+@pytest.mark.slow
+def test_second_repro_is_a_no_op(repo):
+    again = sh(repo, "dvc", "repro")
+    assert ran_stages(again.stdout) == [] and "Data and pipelines are up to date" in again.stdout
+
+
+@pytest.mark.slow
+def test_metrics_and_plots_are_listed(repo):
+    metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    flat = json.dumps(metrics)
+    assert '"target_accuracy"' in flat and "reports/metrics.json" in flat
+    plots = json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    for name in ("train/loss.tsv", "train/source_ce.tsv", "train/local_adv.tsv", "train/global_adv.tsv",
+                 "train/entropy.tsv", "train/grl_coeff.tsv", "train/lr.tsv", "eval/target_accuracy.tsv"):
+        assert f"reports/train/plots/metrics/{name}" in plots, name
+    for figure in ("confusion_matrix", "tsne", "attention"):
+        assert f"reports/figures/{figure}.png" in plots
+
+
+@pytest.mark.slow
+def test_changing_export_params_reruns_only_export(repo):
+    set_params(repo, {"export": {"opset": 17}})
+    out = sh(repo, "dvc", "repro")
+    assert ran_stages(out.stdout) == ["export"], out.stdout
+    assert json.loads((repo / "reports/export.json").read_text())["opset"] == 17
+    sh(repo, "git", "checkout", "params.yaml")
+    sh(repo, "dvc", "repro")
+
+
+@pytest.mark.slow
+def test_experiment_with_another_seed(repo):
+    out = sh(repo, "dvc", "exp", "run", "-S", "train.seed=2")
+    assert ran_stages(out.stdout) == ["train", "evaluate", "export"], out.stdout
+    shown = sh(repo, "dvc", "exp", "show", "--json").stdout
+    assert '"seed": 2' in shown and '"target_accuracy"' in shown
+    sh(repo, "git", "checkout", "params.yaml")
+    sh(repo, "dvc", "checkout", "--force")
+
+
+@pytest.mark.slow
+def test_bad_data_fails_validate_and_leaves_previous_outputs(repo):
+    model_before = (repo / "models/model.pt").read_bytes()
+    metrics_before = (repo / "reports/metrics.json").read_text()
+    report_before = (repo / "reports/validation.json").read_text()
+    victim = next((repo / "data/images/target/test/4").iterdir())
+    original = victim.read_bytes()
+    victim.write_bytes(b"not a png at all")
+    try:
+        out = sh(repo, "dvc", "repro", "--single-item", "validate", check=False)
+        assert out.returncode != 0
+        assert "image files exist and decode" in out.stderr
+        assert victim.relative_to(repo / "data").as_posix() in out.stderr
+        assert (repo / "models/model.pt").read_bytes() == model_before
+        assert (repo / "reports/metrics.json").read_text() == metrics_before
+        assert (repo / "reports/validation_failed.json").is_file()
+        assert not (repo / "reports/validation.json").exists() or \
+            (repo / "reports/validation.json").read_text() == report_before
+    finally:
+        victim.write_bytes(original)
+
+
+def test_stage_entry_points_report_config_errors_by_key(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["iterations"] = -5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("fetch", "validate", "train", "evaluate", "export"):
+        out = subprocess.run([sys.executable, "-m", f"pipelines.{stage}"], cwd=tmp_path, capture_output=True,
+                             text=True, env={**env(), "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 2, (stage, out.stderr)
+        assert "train.iterations must be > 0, got -5" in out.stderr, (stage, out.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+def test_no_stage_imports_another_stage():
+    import ast
+
+    stages = {p.stem for p in (ROOT / "pipelines").glob("*.py") if not p.stem.startswith("_")}
+    for path in (ROOT / "pipelines").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "pipelines" and len(parts) > 1:
+                    assert parts[1] not in stages, f"{path.name} imports the stage {name}"
