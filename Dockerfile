@@ -1,6 +1,6 @@
 # Training image: the whole pipeline (DVC stages, CLI). Build from the repository root:
 #   docker build -t tada-train .
-#   docker run --rm -v "$PWD:/work" -w /work tada-train dvc repro
+#   docker run --rm -v "$PWD:/work" --entrypoint dvc tada-train repro
 # It installs the project with the same `pip install` CI runs (minus the dev extra), so what CI tests is what the
 # image gets. The serving image (onnxruntime only, no torch) is a separate target, added with the serving work.
 FROM python:3.11-slim AS train
