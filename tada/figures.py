@@ -71,7 +71,9 @@ def attention_figure(images: np.ndarray, attention: np.ndarray | None, captions:
     cols = min(8, n)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + 0.4), squeeze=False)
-    low, high = 1 - np.log(2), 1.0
+    if attention is not None:  # the shared colour range of the shown maps, so small differences are visible
+        low, high = float(attention.min()), float(max(attention.max(), attention.min() + 1e-6))
+    overlay = None
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -80,8 +82,10 @@ def attention_figure(images: np.ndarray, attention: np.ndarray | None, captions:
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
         if attention is not None:
             size = image.shape[0]
-            ax.imshow(attention[i], cmap="jet", alpha=0.45, vmin=low, vmax=high, interpolation="bilinear",
-                      extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+            overlay = ax.imshow(attention[i], cmap="jet", alpha=0.45, vmin=low, vmax=high, interpolation="bilinear",
+                                extent=(-0.5, size - 0.5, size - 0.5, -0.5))
         ax.set_title(captions[i], fontsize=7)
+    if overlay is not None:
+        fig.colorbar(overlay, ax=axes, shrink=0.8, label="w = 1 - H(d)")
     fig.suptitle(title if attention is not None else f"{title}\n(this method has no local attention)")
     _save(fig, path)
