@@ -70,3 +70,11 @@ def test_parity_needs_enough_images(model, tiny_config, tmp_path):
         export_verified(model, torch.rand(4, 1, 28, 28), tmp_path / "m.onnx", 18,
                         metadata(tiny_config, tuple("0123456789"), 1), (1, 32), 1e-4)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_metadata_normalisation_is_the_training_preprocessing(tiny_config):
+    from tada.data.task import to_tensor
+
+    pixels = np.array([[[0, 64, 128, 255]]], dtype=np.uint8)
+    norm = json.loads(metadata(tiny_config, ("a", "b"), 1)["tada.normalisation"])
+    np.testing.assert_allclose(pixels * norm["scale"] + norm["offset"], to_tensor(pixels)[0].numpy(), atol=1e-6)
