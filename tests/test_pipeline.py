@@ -23,7 +23,10 @@ TINY = {
 
 def env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false", "PYTHONPATH": ""}
+            "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false", "PYTHONPATH": "",
+            # experiments are git commits: never depend on the machine having a git identity
+            "GIT_AUTHOR_NAME": "tada-tests", "GIT_AUTHOR_EMAIL": "tests@tada.invalid",
+            "GIT_COMMITTER_NAME": "tada-tests", "GIT_COMMITTER_EMAIL": "tests@tada.invalid"}
 
 
 def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,12 +59,12 @@ def repo(tmp_path_factory) -> Path:
             shutil.copy2(ROOT / name, repo / name)
     set_params(repo, TINY)
     sh(repo, "git", "init", "-q")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "tiny")
     first = sh(repo, "dvc", "repro")
     assert ran_stages(first.stdout) == ["fetch", "validate", "train", "evaluate", "export"], first.stdout
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "lock")
     return repo
 
 
