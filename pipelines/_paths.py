@@ -14,3 +14,7 @@ FIGURES = "reports/figures"
 ONNX_MODEL = "models/model.onnx"
 EXPORT_REPORT = "reports/export.json"
 EXPORT_FAILED = "reports/export_failed.json"
+MANIFEST = "data/manifest.csv"
+MODELS = "models"  # production -> releases/<id>, releases/, gate_history.jsonl (tada.promote.ModelStore)
+GATE_REPORT = "reports/gate.json"
+DATA_DOCS_INDEX = "reports/data_docs/index.html"

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
+from tada.config import yaml_value
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
@@ -17,7 +17,7 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"tada: --set expects KEY=VALUE (e.g. train.iterations=500), got {pair!r}")
-        overrides[key] = yaml.safe_load(value)  # "500" -> 500, "true" -> True, "null" -> None
+        overrides[key] = yaml_value(value)  # "500" -> 500, "true" -> True, "null" -> None
     return overrides
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,23 @@ import yaml
 
 BACKBONES = ("dtn", "lenet", "resnet101", "resnet18", "resnet34", "resnet50")  # == backbones.available_backbones()
 METHODS = ("source_only", "dann", "tada", "tada_no_local", "tada_no_global")  # == methods.METHODS
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-4`` is a number (as DVC, which uses YAML 1.2, reads it),
+    not the string YAML 1.1 makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"),
+)
+
+
+def yaml_value(text: str) -> Any:
+    """Parse YAML (a params file, or one ``KEY=VALUE`` value from a command line)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -142,6 +160,36 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class StageTimeouts:
+    """Seconds each DVC stage may run under the Prefect flow before it is killed."""
+
+    fetch: int = field(default=7200, metadata=_check(gt=0))
+    validate: int = field(default=3600, metadata=_check(gt=0))
+    train: int = field(default=86400, metadata=_check(gt=0))
+    evaluate: int = field(default=3600, metadata=_check(gt=0))
+    export: int = field(default=1800, metadata=_check(gt=0))
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The Prefect flow (`pipelines/flow.py`): orchestration only, read by no DVC stage."""
+
+    fetch_retries: int = field(default=3, metadata=_check(ge=0, le=20))  # fetch reaches the network
+    retry_delay: float = field(default=30.0, metadata=_check(ge=0))  # seconds before the first retry, then doubled
+    timeouts: StageTimeouts = field(default_factory=StageTimeouts)
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """The quality gate at the end of the flow: promote the candidate unless it is worse than production by more
+    than ``tolerance`` on ``metric`` (a key of ``reports/metrics.json``, higher is better)."""
+
+    metric: str = field(default="target_accuracy", metadata=_check(choices=("target_accuracy", "source_accuracy")))
+    tolerance: float = field(default=0.005, metadata=_check(ge=0, le=1))
+    keep_releases: int = field(default=5, metadata=_check(ge=1))  # promoted releases kept under models/releases
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -151,6 +199,8 @@ class Config:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -282,7 +332,7 @@ def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     """Read and validate a params file; ``overrides`` are dotted keys applied on top."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_value(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"params file not found: {path}") from None
     except yaml.YAMLError as e:

@@ -50,6 +50,15 @@ def evaluate(model: TadaNet, images: torch.Tensor, labels: torch.Tensor, batch_s
     return metrics
 
 
+def heldout_accuracy(model: TadaNet, task: DomainTask, batch_size: int = 512) -> dict[str, float]:
+    """``source_accuracy`` and ``target_accuracy`` on the task's held-out splits, as in `evaluation_report`."""
+    metrics = {}
+    for name, split in (("source_accuracy", task.source_test), ("target_accuracy", task.target_test)):
+        logits = predict(model, to_tensor(split.images), batch_size)["logits"]
+        metrics[name] = accuracy(logits, torch.from_numpy(split.labels))
+    return metrics
+
+
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``(C, C)`` counts, rows = true class, columns = predicted class."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -1,3 +1,16 @@
+import os
+import tempfile
+
+# Prefect reads its settings when first imported: give the whole test session its own home, away from the user's
+# profile and database, and an ephemeral server (for the flow tests) with time to start on a slow machine.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tada-prefect-home-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILE", None)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+
 import pytest
 import torch
 

@@ -87,3 +87,11 @@ def test_config_round_trips_and_digest_tracks_changes():
     assert config_from_dict(config.to_dict()) == config
     assert config.digest() == Config().digest()
     assert config.digest() != config.replace({"train.seed": 3}).digest()
+
+
+def test_exponent_floats_are_numbers_as_dvc_reads_them(tmp_path):
+    """YAML 1.1 (PyYAML) reads ``1e-4`` as a string; DVC (YAML 1.2) and every user read it as a number."""
+    path = tmp_path / "params.yaml"
+    path.write_text("optim:\n  lr: 1e-4\n  weight_decay: 5E-04\ntrain:\n  seed: 1_0\n")
+    config = load_config(path)
+    assert config.optim.lr == 1e-4 and config.optim.weight_decay == 5e-4 and config.train.seed == 10

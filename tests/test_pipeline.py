@@ -3,16 +3,14 @@
 import csv
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from repo_copy import ROOT, copy_repo, env, ran_stages, set_params, sh
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"source_train_per_class": 20, "source_test_per_class": 12},
     "model": {"bottleneck_dim": 32, "discriminator_hidden": 32, "region_discriminator_hidden": 8},
@@ -21,46 +19,10 @@ TINY = {
 }
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false", "PYTHONPATH": "",
-            # experiments are git commits: never depend on the machine having a git identity
-            "GIT_AUTHOR_NAME": "tada-tests", "GIT_AUTHOR_EMAIL": "tests@tada.invalid",
-            "GIT_COMMITTER_NAME": "tada-tests", "GIT_COMMITTER_EMAIL": "tests@tada.invalid"}
-
-
-def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def set_params(repo: Path, changes: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in changes.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def ran_stages(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A git copy of the tracked files, tiny params, committed, then `dvc repro` once."""
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    set_params(repo, TINY)
-    sh(repo, "git", "init", "-q")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "tiny")
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo", TINY)
     first = sh(repo, "dvc", "repro")
     assert ran_stages(first.stdout) == ["fetch", "validate", "train", "evaluate", "export"], first.stdout
     sh(repo, "git", "add", "-A")

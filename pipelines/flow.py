@@ -1,0 +1,214 @@
+"""Prefect flow `tada-retrain`: the DVC stages as tasks, then the quality gate; `prefect.yaml` schedules it.
+
+DVC stays the single source of truth: every task runs its stage through ``dvc repro --single-item``, so an
+up-to-date stage is a fast no-op and caching, lineage and ``dvc.lock`` are DVC's. Param overrides (a flow
+parameter, e.g. ``{"train.iterations": 2000}``) are applied with DVC's ``--set-param`` code and the run is saved as a
+DVC experiment; ``params.yaml`` is restored afterwards. `fetch` (the stage that may reach the network) is retried
+with exponential backoff; the deterministic stages are not. Each stage has a timeout from ``flow.timeouts``.
+
+At the end the gate compares the new model with ``models/production`` on held-out target data and promotes it
+only if it is not worse by more than ``promote.tolerance`` (`tada.promote`). The run publishes a markdown artifact
+(metrics, per-stage timings, the decision) and links to the reports.
+
+    python -m pipelines.flow                                # one run, here, without a Prefect server
+    python -m pipelines.flow --set train.iterations=2000    # with overrides (saved as a DVC experiment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from pipelines._paths import (
+    DATA,
+    DATA_DOCS_INDEX,
+    EXPORT_REPORT,
+    FIGURES,
+    GATE_REPORT,
+    MANIFEST,
+    METRICS,
+    MODEL,
+    MODELS,
+    ONNX_MODEL,
+    VALIDATION_REPORT,
+)
+from tada.config import Config, PromoteConfig, yaml_value
+from tada.io import write_json_atomic
+from tada.orchestrate import STAGES, StageFailed, overridden_params, repro_stage, save_experiment
+from tada.promote import Candidate, ModelStore, quality_gate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry a failed fetch unless the stage rejected its configuration (exit 2): that cannot heal by itself."""
+    try:
+        state.result()
+    except StageFailed as e:
+        return e.returncode != 2
+    except Exception:
+        return True
+    return True
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE)
+def run_stage(repo: str, stage: str, timeout: float) -> dict[str, Any]:
+    """One DVC stage through ``dvc repro --single-item``; its output goes to the Prefect log line by line."""
+    logger = get_run_logger()
+    run = repro_stage(Path(repo), stage, timeout, on_line=lambda line: logger.info("%s", line))
+    logger.info("stage %s %s in %.1f s", stage, "ran" if run.ran else "was up to date", run.seconds)
+    return {"stage": stage, "ran": run.ran, "seconds": round(run.seconds, 2)}
+
+
+@task(name="dvc-exp-save", cache_policy=NO_CACHE)
+def record_experiment(repo: str, name: str) -> str:
+    logger = get_run_logger()
+    return save_experiment(Path(repo), name, on_line=lambda line: logger.info("%s", line))
+
+
+def _evaluator(root: Path):
+    def evaluate_production(checkpoint: Path) -> dict[str, float]:
+        from tada.checkpoint import load_checkpoint
+        from tada.evaluate import heldout_accuracy
+        from tada.workflows import load_fetched_task
+
+        model, trained, payload = load_checkpoint(checkpoint)
+        data = load_fetched_task(trained, root / DATA)
+        if tuple(payload["classes"]) != data.classes:
+            raise ValueError(f"its classes {payload['classes']} differ from the data's {list(data.classes)}")
+        return heldout_accuracy(model, data, trained.evaluate.batch_size)
+
+    return evaluate_production
+
+
+@task(name="quality-gate", cache_policy=NO_CACHE)
+def gate(repo: str, promote: PromoteConfig, context: dict[str, Any]) -> dict[str, Any]:
+    """Promote the run's model to ``models/production`` unless it is worse than production (`tada.promote`)."""
+    root = Path(repo)
+    candidate = Candidate(onnx=root / ONNX_MODEL, checkpoint=root / MODEL, metrics=root / METRICS,
+                          export=root / EXPORT_REPORT, manifest=root / MANIFEST)
+    decision = quality_gate(candidate, ModelStore(root / MODELS), promote, _evaluator(root), context)
+    write_json_atomic(root / GATE_REPORT, decision.to_dict())
+    get_run_logger().info("gate: %s (%s)", "promoted" if decision.promoted else "not promoted", decision.reason)
+    return decision.to_dict()
+
+
+def _git_commit(root: Path) -> str | None:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def report_markdown(stages: list[dict[str, Any]], metrics: dict[str, Any], decision: dict[str, Any],
+                    experiment: str | None) -> str:
+    verdict = "**promoted**" if decision["promoted"] else "**not promoted**"
+    lines = [
+        "# TADA retraining run", "",
+        f"Method `{metrics.get('method', '?')}`" + (f", DVC experiment `{experiment}`" if experiment else ""), "",
+        "| metric | value |", "|---|---|",
+        f"| target accuracy | {_percent(metrics.get('target_accuracy'))} |",
+        f"| source accuracy | {_percent(metrics.get('source_accuracy'))} |",
+        f"| target images | {metrics.get('target_images', '—')} |", "",
+        "## Quality gate", "",
+        f"{verdict}: {decision['reason']}", "",
+        f"| {decision['metric']} | value |", "|---|---|",
+        f"| candidate | {_percent(decision['candidate'])} |",
+        f"| production | {_percent(decision['production'])}"
+        + (f" ({decision['production_source']})" if decision["production_source"] else "") + " |",
+        f"| tolerance | {_percent(decision['tolerance'])} |",
+        f"| production release | `{decision['release']}` |", "",
+        "## Stages", "", "| stage | DVC | seconds |", "|---|---|---|",
+        *(f"| {s['stage']} | {'ran' if s['ran'] else 'up to date'} | {s['seconds']:.1f} |" for s in stages),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def publish(root: Path, stages: list[dict[str, Any]], decision: dict[str, Any], experiment: str | None) -> None:
+    metrics = json.loads((root / METRICS).read_text())
+    train_summary = root / "reports/train/summary.json"
+    if train_summary.is_file():
+        metrics = {"method": json.loads(train_summary.read_text()).get("method"), **metrics}
+    create_markdown_artifact(report_markdown(stages, metrics, decision, experiment), key="tada-retrain-report",
+                             description="Metrics, stage timings and the quality gate's decision")
+    for key, path, text in (("tada-metrics", METRICS, "metrics.json"),
+                            ("tada-gate-decision", GATE_REPORT, "gate decision"),
+                            ("tada-data-docs", DATA_DOCS_INDEX, "Great Expectations Data Docs"),
+                            ("tada-validation", VALIDATION_REPORT, "validation report"),
+                            ("tada-export-parity", EXPORT_REPORT, "ONNX parity report"),
+                            ("tada-confusion-matrix", f"{FIGURES}/confusion_matrix.png", "confusion matrix"),
+                            ("tada-tsne", f"{FIGURES}/tsne.png", "t-SNE of source vs target features"),
+                            ("tada-attention", f"{FIGURES}/attention.png", "attention maps")):
+        if (root / path).exists():
+            create_link_artifact((root / path).resolve().as_uri(), link_text=text, key=key)
+
+
+@flow(name="tada-retrain", description="DVC pipeline fetch -> validate -> train -> evaluate -> export, then the "
+      "quality gate that promotes the model to models/production only if it is not worse.")
+def retrain(overrides: dict[str, Any] | None = None, experiment_name: str | None = None,
+            repo: str | None = None) -> dict[str, Any]:
+    """Run the pipeline through DVC, then the quality gate.
+
+    Args:
+        overrides: dotted params keys to values, e.g. ``{"train.iterations": 2000}``, applied for this run only and
+            saved as a DVC experiment.
+        experiment_name: the DVC experiment's name (default: ``tada-<flow run name>``); only with overrides.
+        repo: the repository to run in (default: the one holding this file).
+    """
+    root = Path(repo).resolve() if repo else ROOT
+    logger = get_run_logger()
+    stages, experiment = [], None
+    with overridden_params(root, overrides) as config:
+        logger.info("params %s, overrides %s", config.digest(), overrides or "none")
+        for stage in STAGES:
+            stages.append(_stage_task(config, stage)(str(root), stage, getattr(config.flow.timeouts, stage)))
+        if overrides:
+            experiment = record_experiment(str(root), experiment_name or f"tada-{flow_run.get_name() or 'run'}")
+    context = {"flow_run": flow_run.get_name(), "flow_run_id": flow_run.get_id(), "git_commit": _git_commit(root),
+               "params_digest": config.digest(), "overrides": dict(overrides or {}), "experiment": experiment}
+    decision = gate(str(root), config.promote, context)
+    publish(root, stages, decision, experiment)
+    return {"stages": stages, "decision": decision, "experiment": experiment,
+            "metrics": json.loads((root / METRICS).read_text())}
+
+
+def _stage_task(config: Config, stage: str):
+    options: dict[str, Any] = {"name": f"dvc-{stage}", "task_run_name": stage}
+    if stage == "fetch" and config.flow.fetch_retries:
+        options.update(retries=config.flow.fetch_retries,
+                       retry_delay_seconds=exponential_backoff(backoff_factor=config.flow.retry_delay),
+                       retry_jitter_factor=0.2, retry_condition_fn=_worth_retrying)
+    return run_stage.with_options(**options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.flow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params key for this run (YAML value), e.g. train.iterations=2000")
+    parser.add_argument("--experiment-name")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml_value(value)
+    result = retrain(overrides=overrides or None, experiment_name=args.experiment_name)
+    print(json.dumps(result["decision"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

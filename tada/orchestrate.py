@@ -1,0 +1,165 @@
+"""Driving the DVC pipeline from an orchestrator, with DVC as the single source of truth.
+
+Each stage runs as ``dvc repro --single-item <stage>``: DVC decides whether it is up to date (a fast no-op) and
+keeps the cache and the lock file. Param overrides go through DVC's own ``--set-param`` code (the Hydra override
+grammar of ``dvc exp run -S``), after `tada.config` has checked them, and a run with overrides is saved as a DVC
+experiment (``dvc exp save``), so ``dvc exp show`` lists it beside the others. Nothing here imports Prefect:
+`pipelines.flow` wraps these functions in tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tada.config import Config, ConfigError, load_config
+from tada.io import atomic_path
+
+_STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)$")
+STAGES = ("fetch", "validate", "train", "evaluate", "export")
+TAIL_LINES = 40
+
+
+class StageFailed(RuntimeError):
+    """A DVC command exited non-zero; the message carries the end of its output (the stage's own error)."""
+
+    def __init__(self, stage: str, returncode: int | None, tail: list[str], timed_out: bool = False):
+        self.stage, self.returncode, self.tail, self.timed_out = stage, returncode, tail, timed_out
+        what = "timed out and was killed" if timed_out else f"failed (exit {returncode})"
+        super().__init__(f"DVC stage '{stage}' {what}:\n" + "\n".join(tail))
+
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    ran: bool  # False: DVC found the stage up to date and skipped it
+    seconds: float
+    output: str  # the last lines DVC and the stage printed
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment for DVC: this interpreter's scripts first on PATH, since the stages run ``python -m``."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+
+
+def run_command(
+    args: list[str], cwd: Path, timeout: float, on_line: Callable[[str], None]
+) -> tuple[int | None, list[str]]:
+    """Run ``args``, passing each output line (stdout and stderr together) to ``on_line`` as it comes.
+
+    Returns ``(returncode, last lines)``; the return code is None when the command ran past ``timeout`` seconds, in
+    which case its whole process group was terminated (then killed, if it lingered).
+    """
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    proc = subprocess.Popen(args, cwd=cwd, env=dvc_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1, start_new_session=True)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail.append(line)
+                on_line(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        returncode: int | None = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        returncode = None
+        _kill_group(proc)
+    except BaseException:  # interrupted (e.g. the flow run was cancelled): never leave the stage running
+        _kill_group(proc)
+        raise
+    reader.join(timeout=10)
+    return returncode, list(tail)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def repro_stage(repo: Path, stage: str, timeout: float, on_line: Callable[[str], None] = print) -> StageRun:
+    """``dvc repro --single-item <stage>`` in ``repo``; raises `StageFailed` on a non-zero exit or a timeout."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    start = time.perf_counter()
+    returncode, tail = run_command([sys.executable, "-m", "dvc", "repro", "--single-item", stage], repo, timeout,
+                                   on_line)
+    if returncode != 0:
+        # DVC exits 255 for any failed stage; the stage's own code (2: bad configuration) is in its last words.
+        codes = [m.group(1) for line in tail if (m := _STAGE_EXIT.search(line))]
+        raise StageFailed(stage, int(codes[-1]) if codes else returncode, tail, timed_out=returncode is None)
+    ran = not any(f"Stage '{stage}' didn't change" in line for line in tail)
+    return StageRun(stage, ran, time.perf_counter() - start, "\n".join(tail))
+
+
+def _hydra_value(key: str, value: Any) -> str:
+    """A value in the Hydra override grammar that ``dvc exp run -S`` takes."""
+    if isinstance(value, Mapping):
+        raise ConfigError(f"override {key}: give each leaf key on its own (e.g. {key}.<name>), not a mapping")
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+@contextlib.contextmanager
+def overridden_params(repo: Path, overrides: Mapping[str, Any] | None) -> Iterator[Config]:
+    """Apply dotted-key ``overrides`` to ``repo/params.yaml`` for the duration of the block; yield the config.
+
+    The overrides are checked by `tada.config` first (an unknown key or a bad value raises `ConfigError` naming it,
+    and the file is never touched), then written by DVC's own ``--set-param`` code. On exit, normal or not, the file
+    is restored byte for byte: a run's overrides live on in its DVC experiment, not in the working tree.
+    """
+    params = repo / "params.yaml"
+    overrides = dict(overrides or {})
+    expected = load_config(params, overrides)  # validates before anything is written
+    if not overrides:
+        yield expected
+        return
+    original = params.read_bytes()
+    try:
+        from dvc.utils.hydra import apply_overrides
+
+        apply_overrides(params, [f"{key}={_hydra_value(key, value)}" for key, value in overrides.items()])
+        applied = load_config(params)
+        if applied != expected:
+            raise ConfigError(f"{params}: DVC applied the overrides {overrides} differently than expected")
+        yield applied
+    finally:
+        if not params.is_file() or params.read_bytes() != original:
+            with atomic_path(params) as tmp:
+                tmp.write_bytes(original)
+
+
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def save_experiment(repo: Path, name: str, on_line: Callable[[str], None] = print, timeout: float = 600) -> str:
+    """Record the working tree's params, lock file and metrics as DVC experiment ``name`` (``dvc exp save``)."""
+    if not EXPERIMENT_NAME.match(name) or ".." in name or name.endswith((".", ".lock")):
+        raise ValueError(f"experiment name {name!r} is not a valid git ref name")
+    returncode, tail = run_command([sys.executable, "-m", "dvc", "exp", "save", "--force", "--name", name], repo,
+                                   timeout, on_line)
+    if returncode != 0:
+        raise StageFailed("exp save", returncode, tail, timed_out=returncode is None)
+    return name

@@ -1,0 +1,232 @@
+"""The quality gate: a newly trained model replaces the production model only if it is not worse.
+
+Layout under the models directory::
+
+    production -> releases/<id>     a symbolic link, switched atomically (a new link renamed over the old one)
+    releases/<id>/                  model.onnx, model.pt, metrics.json, export.json, release.json
+    gate_history.jsonl              every decision of the gate, one JSON object per line
+
+A release is written completely under a temporary name, then renamed into ``releases/``; only then does the link
+move. A crash at any point leaves ``production`` pointing at a complete release: the previous one or the new one.
+
+Both numbers the gate compares come from the same held-out data. The candidate's are the evaluate stage's; the
+production model's are its stored metrics when it was evaluated on the very same dataset (same manifest checksum),
+and are recomputed on the current data otherwise (new target data arrived since it was promoted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tada.config import PromoteConfig
+from tada.io import write_json_atomic
+
+RELEASE_FILES = {"model.onnx": "onnx", "model.pt": "checkpoint", "metrics.json": "metrics", "export.json": "export"}
+
+
+class PromotionError(RuntimeError):
+    """The gate cannot decide or cannot promote (missing or inconsistent artifacts)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The artifacts of one pipeline run."""
+
+    onnx: Path
+    checkpoint: Path
+    metrics: Path
+    export: Path
+    manifest: Path  # the dataset the metrics were computed on
+
+
+@dataclass(frozen=True)
+class Decision:
+    promoted: bool
+    reason: str
+    metric: str
+    candidate: float
+    production: float | None  # None: there was no comparable production model
+    production_source: str | None  # how the production number was obtained
+    tolerance: float
+    release: str | None  # the production release after the decision
+    previous_release: str | None
+    decided_at: str
+    context: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decide(metric: str, candidate: float, production: float | None, tolerance: float) -> tuple[bool, str]:
+    """Promote unless the candidate is worse than production by more than ``tolerance`` (higher is better)."""
+    if production is None:
+        return True, "no production model yet"
+    margin = candidate - production
+    if margin >= 0:
+        return True, f"{metric} {candidate:.4f} >= production's {production:.4f} (+{margin:.4f})"
+    if -margin <= tolerance:
+        return True, (f"{metric} {candidate:.4f} is below production's {production:.4f} by {-margin:.4f}, within the "
+                      f"tolerance {tolerance}")
+    return False, (f"{metric} {candidate:.4f} is worse than production's {production:.4f} by {-margin:.4f}, more than "
+                   f"the tolerance {tolerance}")
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PromotionError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise PromotionError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def _metric(metrics: dict[str, Any], metric: str, path: Path) -> float:
+    value = metrics.get(metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise PromotionError(f"{path}: no numeric {metric!r} (keys: {', '.join(sorted(metrics))})")
+    return float(value)
+
+
+class ModelStore:
+    """``production``, ``releases/`` and ``gate_history.jsonl`` under one models directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.link = self.root / "production"
+        self.releases = self.root / "releases"
+        self.history = self.root / "gate_history.jsonl"
+
+    def current(self) -> Path | None:
+        """The production release directory, or None when nothing was promoted yet."""
+        if self.link.is_symlink():
+            target = self.link.resolve()
+            if not (target / "release.json").is_file():
+                raise PromotionError(f"{self.link} points at {target}, which is not a complete release")
+            return target
+        if self.link.exists():
+            raise PromotionError(f"{self.link} exists but is not the link the gate manages; move it away (the gate "
+                                 f"keeps production as a link into {self.releases}/)")
+        return None
+
+    def release_info(self, release: Path) -> dict[str, Any]:
+        return _read_json(release / "release.json", "release record")
+
+    def promote(self, candidate: Candidate, record: dict[str, Any]) -> str:
+        """Copy the candidate into a new release and point ``production`` at it. Returns the release id."""
+        self.releases.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        release_id = f"{stamp}-{record['checkpoint_sha256'][:8]}"
+        staging = Path(tempfile.mkdtemp(prefix=f".{release_id}.", suffix=".tmp", dir=self.releases))
+        try:
+            for name, attr in RELEASE_FILES.items():
+                shutil.copy2(getattr(candidate, attr), staging / name)
+            write_json_atomic(staging / "release.json", {"release": release_id, **record})
+            for name in (*RELEASE_FILES, "release.json"):
+                with open(staging / name, "rb") as f:
+                    os.fsync(f.fileno())
+            os.replace(staging, self.releases / release_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        link_tmp = self.root / f".production.{os.getpid()}.tmp"
+        link_tmp.unlink(missing_ok=True)
+        os.symlink(Path("releases") / release_id, link_tmp)
+        try:
+            os.replace(link_tmp, self.link)  # atomic: readers see the old release or the new one
+        finally:
+            link_tmp.unlink(missing_ok=True)
+        return release_id
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove all but the ``keep`` newest releases; the production release is never removed."""
+        current = self.current()
+        releases = sorted((p for p in self.releases.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                          key=lambda p: p.name, reverse=True) if self.releases.is_dir() else []
+        removed = []
+        for release in releases[keep:]:
+            if current is not None and release.resolve() == current:
+                continue
+            shutil.rmtree(release)
+            removed.append(release.name)
+        return removed
+
+    def record(self, decision: Decision) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.history, "a") as f:  # one line per decision, appended whole
+            f.write(json.dumps(decision.to_dict(), sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def quality_gate(
+    candidate: Candidate,
+    store: ModelStore,
+    cfg: PromoteConfig,
+    evaluate_production: Callable[[Path], dict[str, float]],
+    context: dict[str, Any] | None = None,
+) -> Decision:
+    """Compare the candidate with production on ``cfg.metric``; promote it if it is not worse by more than
+    ``cfg.tolerance``. ``evaluate_production(checkpoint)`` recomputes the production model's metrics on the
+    candidate's data when production was evaluated on other data. Every decision is appended to the history."""
+    context = dict(context or {})
+    metrics = _read_json(candidate.metrics, "candidate metrics")
+    candidate_value = _metric(metrics, cfg.metric, candidate.metrics)
+    export = _read_json(candidate.export, "export report")
+    for path in (candidate.onnx, candidate.checkpoint, candidate.manifest):
+        if not path.is_file():
+            raise PromotionError(f"candidate artifact not found: {path}")
+    checkpoint_sha, data_sha = sha256_file(candidate.checkpoint), sha256_file(candidate.manifest)
+    current = store.current()
+    previous = current.name if current is not None else None
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    def finish(promoted: bool, reason: str, production: float | None, source: str | None, release: str | None):
+        decision = Decision(promoted, reason, cfg.metric, candidate_value, production, source, cfg.tolerance,
+                            release, previous, now, context)
+        store.record(decision)
+        return decision
+
+    if not export.get("passed"):
+        return finish(False, f"the ONNX export failed its parity check ({candidate.export})", None, None, previous)
+    production_value, source, not_comparable = None, None, None
+    if current is not None:
+        info = store.release_info(current)
+        if info.get("checkpoint_sha256") == checkpoint_sha and info.get("data_sha256") == data_sha:
+            value = _metric(_read_json(current / "metrics.json", "production metrics"), cfg.metric, current)
+            return finish(False, "the candidate is the production model (same checkpoint, same data)", value,
+                          "stored", previous)
+        if info.get("data_sha256") == data_sha:
+            production_value = _metric(_read_json(current / "metrics.json", "production metrics"), cfg.metric,
+                                       current / "metrics.json")
+            source = "stored (evaluated on the same data)"
+        else:
+            try:
+                production_value = _metric(evaluate_production(current / "model.pt"), cfg.metric, current)
+                source = "re-evaluated on the current data"
+            except ValueError as e:  # e.g. the class list changed: the old model cannot serve this data
+                not_comparable = f"the production model cannot be evaluated on the current data ({e})"
+    promoted, reason = decide(cfg.metric, candidate_value, production_value, cfg.tolerance)
+    reason = not_comparable or reason
+    release = previous
+    if promoted:
+        release = store.promote(candidate, {"checkpoint_sha256": checkpoint_sha, "data_sha256": data_sha,
+                                            "metric": cfg.metric, "value": candidate_value,
+                                            "promoted_at": now, "reason": reason, **context})
+        store.prune(cfg.keep_releases)
+    return finish(promoted, reason, production_value, source, release)
