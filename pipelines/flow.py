@@ -205,8 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             parser.error(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml_value(value)
-    result = retrain(overrides=overrides or None, experiment_name=args.experiment_name)
-    print(json.dumps(result["decision"], indent=2))
+    state = retrain(overrides=overrides or None, experiment_name=args.experiment_name, return_state=True)
+    if not state.is_completed():
+        print(f"tada-retrain: {state.message}", file=sys.stderr)
+        return 1
+    decision = state.result()["decision"]
+    print(f"tada-retrain: {'promoted' if decision['promoted'] else 'not promoted'}: {decision['reason']} "
+          f"(production release {decision['release']}; details in {GATE_REPORT})")
     return 0
 
 

@@ -15,7 +15,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.testing.utilities import prefect_test_harness
 from repo_copy import copy_repo, sh
 
-from pipelines.flow import retrain
+from pipelines.flow import _stage_task, _worth_retrying, retrain
+from tada.orchestrate import StageFailed
 
 TINY = {  # small, yet the model learns: ~33 % target accuracy after 150 iterations, against ~11 % untrained
     "data": {"source_train_per_class": 50, "source_test_per_class": 12},
@@ -140,3 +141,24 @@ def test_run_publishes_a_report_and_links(runs):
                       ("tada-data-docs", "reports/data_docs/index.html"), ("tada-export-parity", "reports/export.json"),
                       ("tada-attention", "reports/figures/attention.png")):
         assert f"({(runs.repo / path).resolve().as_uri()})" in artifacts[key].data, key  # a markdown link
+
+
+def test_only_fetch_is_retried_with_exponential_backoff():
+    from tada.config import Config
+
+    config = Config().replace({"flow.fetch_retries": 3, "flow.retry_delay": 10.0})
+    fetch = _stage_task(config, "fetch")
+    assert fetch.retries == 3 and fetch.retry_delay_seconds == [10.0, 20.0, 40.0]
+    for stage in ("validate", "train", "evaluate", "export"):
+        assert _stage_task(config, stage).retries == 0, stage
+    assert _stage_task(config.replace({"flow.fetch_retries": 0}), "fetch").retries == 0
+
+
+def test_a_fetch_that_rejects_its_configuration_is_not_retried():
+    from prefect.states import Failed
+
+    def failed(returncode):
+        return Failed(data=StageFailed("fetch", returncode, ["fetch: ..."]))
+
+    assert _worth_retrying(None, None, failed(1))  # e.g. a network error: try again
+    assert not _worth_retrying(None, None, failed(2))  # a bad params.yaml does not heal by waiting

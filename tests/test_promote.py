@@ -138,4 +138,4 @@ def test_a_crash_while_promoting_leaves_production_on_the_previous_release(tmp_p
         quality_gate(make_candidate(tmp_path / "run2", 0.8, weights=b"better"), store, CFG, never_called)
     monkeypatch.undo()
     assert store.current().name == first.release
-    assert not list(store.releases.glob(".*.tmp"))
+    assert not list(store.releases.glob(".*.tmp")) and not list(store.root.glob(".production.*"))
