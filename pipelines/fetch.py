@@ -1,4 +1,7 @@
-"""DVC stage `fetch`: materialise the dataset named in params under data/ (images + manifest.csv)."""
+"""DVC stage `fetch`: materialise the dataset named in params under data/ (images + manifest.csv).
+
+Exit codes: 1 when a download failed (worth retrying), 2 when the params or the data they name are wrong.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections import Counter
 
 from pipelines._paths import DATA, PARAMS
 from tada.config import ConfigError, load_config
+from tada.data.download import DownloadError
 from tada.workflows import fetch_dataset
 
 
@@ -16,7 +20,14 @@ def main() -> int:
     except ConfigError as e:
         print(f"fetch: {e}", file=sys.stderr)
         return 2
-    rows = fetch_dataset(config, DATA)
+    try:
+        rows = fetch_dataset(config, DATA)
+    except DownloadError as e:  # the network or the archive: worth retrying (the Prefect flow does)
+        print(f"fetch: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:  # the params point at data that is not there or not usable
+        print(f"fetch: {e}", file=sys.stderr)
+        return 2
     counts = Counter(f"{r.domain}/{r.split}" for r in rows)
     print(f"fetch: {len(rows)} images in {DATA}/ ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+DATASETS = ("synthetic_to_handwritten", "office31", "office_home", "image_clef", "visda2017", "digits", "folder")
 BACKBONES = ("dtn", "lenet", "resnet101", "resnet18", "resnet34", "resnet50")  # == backbones.available_backbones()
 METHODS = ("source_only", "dann", "tada", "tada_no_local", "tada_no_global")  # == methods.METHODS
 
@@ -62,16 +63,34 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class FolderConfig:
+    """``data.name: folder``: your own images. Each of ``source``, ``target`` and ``target_test`` is a directory in
+    ImageFolder layout (``class_name/image.jpg``; a target directory of images without class folders is unlabelled)
+    or a CSV/list file of ``path,label`` rows (label optional for the target; paths relative to the file)."""
+
+    source: str | None = None
+    target: str | None = None
+    target_test: str | None = None  # optional labelled target test set; else a labelled target is evaluated on
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """The domain-adaptation task.
 
-    ``generation_seed`` fixes the identity of the generated dataset (like a dataset version); the run's seed is
-    ``train.seed``.
+    ``name`` picks the dataset (`tada.data.registry`); ``source`` and ``target`` name its domains (benchmarks only).
+    ``generation_seed`` fixes the identity of the generated default dataset (like a dataset version); the run's seed
+    is ``train.seed``.
     """
 
-    name: str = field(default="synthetic_to_handwritten", metadata=_check(choices=("synthetic_to_handwritten",)))
+    name: str = field(default="synthetic_to_handwritten", metadata=_check(choices=DATASETS))
+    source: str = ""  # a domain of the benchmark, e.g. amazon (office31)
+    target: str = ""  # e.g. webcam
     image_size: int = field(default=28, metadata=_check(ge=16, le=512))
     color_mode: str = field(default="L", metadata=_check(choices=("L", "RGB")))  # what the model is fed
+    cache_dir: str = ".cache/datasets"  # downloaded archives and their extracted trees (outside DVC's data/)
+    mirror: str | None = None  # base URL serving the archives under their official file names
+    archive_dir: str | None = None  # a local directory holding the archives (air-gapped machines)
+    folder: FolderConfig = field(default_factory=FolderConfig)
     source_train_per_class: int = field(default=500, metadata=_check(gt=0))
     source_test_per_class: int = field(default=100, metadata=_check(gt=0))
     target_test_fraction: float = field(default=0.3, metadata=_check(gt=0, lt=1))

@@ -54,6 +54,8 @@ def heldout_accuracy(model: TadaNet, task: DomainTask, batch_size: int = 512) ->
     """``source_accuracy`` and ``target_accuracy`` on the task's held-out splits, as in `evaluation_report`."""
     metrics = {}
     for name, split in (("source_accuracy", task.source_test), ("target_accuracy", task.target_test)):
+        if split is None:
+            continue
         logits = predict(model, to_tensor(split.images), batch_size)["logits"]
         metrics[name] = accuracy(logits, torch.from_numpy(split.labels))
     return metrics
@@ -78,18 +80,27 @@ def evaluation_report(
 
     figures_dir = Path(figures_dir)
     classes = task.classes
-    source_x, target_x = to_tensor(task.source_test.images), to_tensor(task.target_test.images)
-    source_y, target_y = task.source_test.labels, task.target_test.labels
+    # An unlabelled target without a test set is still shown (predictions, attention, features), just not scored.
+    target_set = task.target_test if task.target_test is not None else task.target_train
+    source_x, target_x = to_tensor(task.source_test.images), to_tensor(target_set.images)
+    source_y, target_y = task.source_test.labels, target_set.labels
     src, tgt = predict(model, source_x, cfg.batch_size), predict(model, target_x, cfg.batch_size)
     target_pred = tgt["logits"].argmax(1).numpy()
-    matrix = confusion_matrix(target_pred, target_y, len(classes))
-    per_class = {c: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, c in enumerate(classes)}
     metrics: dict[str, Any] = {
         "source_accuracy": accuracy(src["logits"], torch.from_numpy(source_y)),
-        "target_accuracy": accuracy(tgt["logits"], torch.from_numpy(target_y)),
-        "target_per_class_accuracy": per_class,
-        "target_images": int(len(target_y)),
+        "source_images": int(len(source_y)),
+        "target_images": int(len(target_x)),
+        "target_labelled": target_y is not None,
     }
+    if target_y is not None:
+        matrix = confusion_matrix(target_pred, target_y, len(classes))
+        metrics["target_accuracy"] = accuracy(tgt["logits"], torch.from_numpy(target_y))
+        metrics["target_per_class_accuracy"] = {c: float(matrix[i, i] / max(matrix[i].sum(), 1))
+                                                for i, c in enumerate(classes)}
+        matrix_title = f"target confusion matrix ({method})"
+    else:
+        matrix = confusion_matrix(src["logits"].argmax(1).numpy(), source_y, len(classes))
+        matrix_title = f"source confusion matrix ({method}; the target is unlabelled)"
     for name, key in (("local_attention", "local_attention"), ("domain_probability", "domain_logits")):
         if key in src:
             s, t = src[key], tgt[key]
@@ -98,8 +109,8 @@ def evaluation_report(
             metrics[name] = {"source_mean": s.mean().item(), "target_mean": t.mean().item(),
                              "target_std": t.std().item()}
 
-    figures.confusion_matrix_figure(matrix, classes, f"target confusion matrix ({method})",
-                                    figures_dir / "confusion_matrix.png")
+    figures.confusion_matrix_figure(matrix, classes, matrix_title, figures_dir / "confusion_matrix.png")
+    shown_labels = target_y if target_y is not None else target_pred  # colour unlabelled points by prediction
     rng = np.random.default_rng(seed)
     pick_s = rng.choice(len(source_y), min(cfg.tsne_points, len(source_y)), replace=False)
     pick_t = rng.choice(len(target_y), min(cfg.tsne_points, len(target_y)), replace=False)
@@ -109,18 +120,22 @@ def evaluation_report(
     perplexity = min(cfg.tsne_perplexity, (len(features) - 1) / 3)
     embedding = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
     is_source = np.arange(len(features)) < len(pick_s)
-    figures.tsne_figure(embedding, is_source, np.concatenate([source_y[pick_s], target_y[pick_t]]),
+    figures.tsne_figure(embedding, is_source, np.concatenate([source_y[pick_s], shown_labels[pick_t]]),
                         f"t-SNE of bottleneck features ({method})", figures_dir / "tsne.png")
 
-    count = min(cfg.attention_images, len(target_y))
-    shown = np.linspace(0, len(target_y) - 1, count).round().astype(int)
+    count = min(cfg.attention_images, len(target_x))
+    shown = np.linspace(0, len(target_x) - 1, count).round().astype(int)
     attention = None
     if "local_attention" in tgt:
         with torch.no_grad():
             h, w = model.eval().backbone(target_x[:1]).shape[2:]
         attention = tgt["local_attention"][shown].view(count, h, w).numpy()
-    captions = [f"{classes[target_y[i]]} -> {classes[target_pred[i]]}" for i in shown]
-    figures.attention_figure(task.target_test.images[shown], attention, captions,
-                             "local attention on target images (true -> predicted)", figures_dir / "attention.png")
+    if target_y is not None:
+        captions = [f"{classes[target_y[i]]} -> {classes[target_pred[i]]}" for i in shown]
+        title = "local attention on target images (true -> predicted)"
+    else:
+        captions = [f"-> {classes[target_pred[i]]}" for i in shown]
+        title = "local attention on unlabelled target images (predicted)"
+    figures.attention_figure(target_set.images[shown], attention, captions, title, figures_dir / "attention.png")
     return metrics
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tada.config import Config
+from tada.config import Config, OptimConfig
 from tada.data.loaders import infinite_batches
 from tada.data.task import DomainTask, to_tensor
 from tada.evaluate import evaluate
@@ -49,9 +49,24 @@ def evaluate_task(model: TadaNet, tensors: dict[str, torch.Tensor], batch_size: 
     """Source and target test metrics, keys prefixed ``source_`` / ``target_``."""
     metrics = {}
     for domain in ("source", "target"):
+        if f"{domain}_x" not in tensors:  # an unlabelled target without a test set: nothing to score
+            continue
         for name, value in evaluate(model, tensors[f"{domain}_x"], tensors[f"{domain}_y"], batch_size).items():
             metrics[f"{domain}_{name}"] = value
     return metrics
+
+
+def build_optimizer(model: TadaNet, cfg: OptimConfig) -> torch.optim.SGD:
+    """SGD over the model's parameter groups (backbone, region discriminators, new layers), each with its
+    ``lr_mult`` on the new layers' learning rate."""
+    return torch.optim.SGD(model.param_groups(cfg.backbone_lr_mult, cfg.region_lr_mult), lr=cfg.lr,
+                           momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """``lr`` is the new layers' rate at this step; every group runs at ``lr * lr_mult``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
 
 
 def train(
@@ -66,23 +81,17 @@ def train(
     started = time.perf_counter()
 
     model = build_model(config, num_classes=len(task.classes), in_channels=task.in_channels)
-    optimizer = torch.optim.SGD(
-        model.param_groups(config.optim.backbone_lr_mult, config.optim.region_lr_mult),
-        lr=config.optim.lr,
-        momentum=config.optim.momentum,
-        nesterov=config.optim.nesterov,
-        weight_decay=config.optim.weight_decay,
-    )
+    optimizer = build_optimizer(model, config.optim)
     generator = torch.Generator().manual_seed(t.seed)
     source = infinite_batches(
         to_tensor(task.source_train.images), torch.from_numpy(task.source_train.labels),
         batch_size=t.batch_size, generator=generator,
     )
     target = infinite_batches(to_tensor(task.target_train.images), batch_size=t.batch_size, generator=generator)
-    held_out = {
-        "source_x": to_tensor(task.source_test.images), "source_y": torch.from_numpy(task.source_test.labels),
-        "target_x": to_tensor(task.target_test.images), "target_y": torch.from_numpy(task.target_test.labels),
-    }
+    held_out = {"source_x": to_tensor(task.source_test.images), "source_y": torch.from_numpy(task.source_test.labels)}
+    if task.target_test is not None:
+        held_out |= {"target_x": to_tensor(task.target_test.images),
+                     "target_y": torch.from_numpy(task.target_test.labels)}
 
     result = TrainResult(model)
     running: dict[str, torch.Tensor] = {}
@@ -90,8 +99,7 @@ def train(
     for step in range(1, t.iterations + 1):
         p = progress(step - 1, t.iterations)
         lr = config.optim.lr * lr_factor(p, config.optim.lr_alpha, config.optim.lr_beta)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
+        set_learning_rate(optimizer, lr)
         coeff = grl_coeff(p, config.method.grl_alpha, config.method.grl_max)
         model.set_grl_coeff(coeff)
 

@@ -86,8 +86,14 @@ def build_tables(root: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
     return {"files": files, "class_counts": counts, "contents": contents}, classes
 
 
-def build_suites(cfg: ValidateConfig, classes: tuple[str, ...], image_size: int) -> dict[str, list]:
-    """Expectations per table; each carries a ``meta.summary`` used in the human report."""
+def build_suites(
+    cfg: ValidateConfig, classes: tuple[str, ...], image_size: int, target_labelled: bool = True
+) -> dict[str, list]:
+    """Expectations per table; each carries a ``meta.summary`` used in the human report.
+
+    ``target_labelled``: whether any target image has a label; a wholly unlabelled target (your own data, before
+    anyone labelled it) cannot be checked for its class set.
+    """
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
@@ -110,8 +116,12 @@ def build_suites(cfg: ValidateConfig, classes: tuple[str, ...], image_size: int)
                                         meta={"summary": "source images and test images are labelled"}),
         E.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=c, row_condition=source,
                                                meta={"summary": "the source domain has every class"}),
-        E.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=c, row_condition=target,
-                                               meta={"summary": "the target domain has every class (labelled split)"}),
+    ]
+    if target_labelled:
+        files.append(E.ExpectColumnDistinctValuesToEqualSet(
+            column="label", value_set=c, row_condition=target,
+            meta={"summary": "the target domain has every class (labelled split)"}))
+    files += [
         E.ExpectColumnValuesToBeInSet(column="actual_mode", value_set=list(cfg.image_modes),
                                       meta={"summary": f"image modes are {', '.join(cfg.image_modes)}"}),
         E.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, meta={"summary": f"at least {cfg.min_rows} images"}),
@@ -180,7 +190,9 @@ def validate_dataset(
 
     root, docs_dir = Path(root), Path(docs_dir)
     tables, classes = build_tables(root)
-    suites = build_suites(cfg, classes, image_size)
+    files = tables["files"]
+    target_labelled = bool(((files["domain"] == "target") & files["label"].notna()).any()) if len(files) else True
+    suites = build_suites(cfg, classes, image_size, target_labelled)
 
     with staging_dir(docs_dir) as staging:
         context = gx.get_context(mode="ephemeral")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tada.checkpoint import save_checkpoint
-from tada.config import Config
-from tada.data.manifest import ManifestRow, load_task, write_dataset
+from tada.config import Config, DataConfig
+from tada.data.download import ensure_dataset
+from tada.data.folder import read_folder_dataset
+from tada.data.manifest import ManifestRow, load_task, write_dataset, write_samples
+from tada.data.registry import get_dataset
+from tada.data.samples import Sample
 from tada.data.task import DomainTask, build_default_task
 from tada.io import write_json_atomic
 from tada.train import train
@@ -20,9 +24,49 @@ def build_task(config: Config) -> DomainTask:
     raise ValueError(f"data.name: no task named {config.data.name!r}")
 
 
-def fetch_dataset(config: Config, root: str | Path) -> list[ManifestRow]:
-    """Materialise the task's images and manifest under ``root`` (replaced whole, atomically)."""
-    return write_dataset(build_task(config), root)
+def fetch_dataset(config: Config, root: str | Path, log: Callable[[str], None] = print) -> list[ManifestRow]:
+    """Materialise the dataset named by ``data.name`` as images + manifest under ``root`` (replaced whole,
+    atomically): the generated default task, a benchmark (downloaded and verified first) or the user's folders."""
+    if config.data.name == "synthetic_to_handwritten":
+        return write_dataset(build_task(config), root)
+    if config.data.name == "folder":
+        splits, classes = read_folder_dataset(config.data.folder)
+    else:
+        splits, classes = benchmark_splits(config.data, log)
+    return write_samples(splits, classes, root, log)
+
+
+def benchmark_splits(
+    cfg: DataConfig, log: Callable[[str], None] = print
+) -> tuple[dict[tuple[str, str], Sequence[Sample]], tuple[str, ...]]:
+    """Download (or reuse) the archives ``data.source`` and ``data.target`` need; read the two domains."""
+    spec = get_dataset(cfg.name)
+    spec.check_domain("data.source", cfg.source)
+    spec.check_domain("data.target", cfg.target)
+    if cfg.source == cfg.target:
+        raise ValueError(f"data.source and data.target are both {cfg.source!r}: adaptation needs two domains")
+    cache = Path(cfg.cache_dir).expanduser()
+    dirs: dict[str, Path] = {}
+    for domain in (cfg.source, cfg.target):
+        for archive in spec.archives(domain):
+            if archive.filename in dirs:
+                continue
+            local = Path(cfg.archive_dir).expanduser() / archive.filename if cfg.archive_dir else None
+            dirs[archive.filename] = ensure_dataset(
+                [archive], cache / "archives", cache / "extracted" / spec.name / archive.filename,
+                mirror=cfg.mirror, local_paths={archive.filename: local} if local and local.is_file() else None,
+                log=log)
+    source, target = spec.read(dirs, cfg.source, spec.classes), spec.read(dirs, cfg.target, spec.classes)
+    splits: dict[tuple[str, str], Sequence[Sample]] = {("source", "train"): source.train}
+    if source.test:
+        splits[("source", "test")] = source.test
+    if target.test:
+        # The benchmark has a target test split: the training images go in unlabelled, as training sees them.
+        splits[("target", "train")] = [Sample(None, path=s.path, image=s.image) for s in target.train]
+        splits[("target", "test")] = target.test
+    else:
+        splits[("target", "train")] = target.train  # labels kept for the transductive evaluation only
+    return splits, spec.classes
 
 
 def load_fetched_task(config: Config, root: str | Path) -> DomainTask:

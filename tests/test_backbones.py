@@ -63,3 +63,33 @@ def test_resnet_tada_model_has_k_regions_and_lr_groups(tiny_config):
     assert n_params == sum(p.numel() for p in model.parameters())
     out = model.eval()(torch.randn(2, 3, 64, 64))
     assert out.logits.shape == (2, 5) and out.local_attention.shape == (2, 4)
+
+
+def test_pretrained_resnet50_from_a_weights_file_trains_its_backbone_at_a_tenth(tmp_path):
+    """The paper's setting, offline: ImageNet-style ResNet-50 weights from a file, backbone lr = 0.1 x new layers."""
+    from tada.config import Config
+    from tada.train import build_optimizer, set_learning_rate
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50(weights=None)  # stands in for the ImageNet weights
+    path = tmp_path / "resnet50-imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    config = Config().replace({"model.backbone": "resnet50", "model.pretrained": True,
+                               "model.weights_path": str(path), "data.image_size": 224, "data.color_mode": "RGB",
+                               "model.region_discriminator_hidden": 8, "optim.backbone_lr_mult": 0.1,
+                               "optim.region_lr_mult": 1.0, "optim.lr": 0.01})
+    model = build_model(config, num_classes=31, in_channels=3)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():  # the backbone computes exactly what the weights file's network computes
+        body = torch.nn.Sequential(*list(reference.children())[:-2]).eval()
+        torch.testing.assert_close(model.backbone.eval()(x), body(x))
+    assert model.region_discriminators.num_regions == 49  # 7 x 7 at 224 px
+    optimizer = build_optimizer(model, config.optim)
+    set_learning_rate(optimizer, 0.004)
+    rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert rates["backbone"] == pytest.approx(0.1 * rates["new_layers"]) and rates["new_layers"] == 0.004
+    assert rates["region_discriminators"] == rates["new_layers"]
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    [group] = [g for g in optimizer.param_groups if g["name"] == "backbone"]
+    assert {id(p) for p in group["params"]} == backbone_ids
+

@@ -16,12 +16,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from tada.data.samples import Sample
 from tada.data.task import DomainTask, ImageSet
 from tada.io import replace_dir, staging_dir
 
@@ -50,6 +54,75 @@ def _encode_png(image: np.ndarray) -> tuple[bytes, Image.Image]:
     return buffer.getvalue(), pil
 
 
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[-80:]
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Hard-link ``src`` at ``dest`` (no copy of large datasets), or copy it across file systems."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def _describe(path: Path) -> tuple[int, int, str]:
+    """``(width, height, mode)``; ``(0, 0, "")`` for a file that does not decode (the validate stage reports it)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.width, im.height, im.mode
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0, 0, ""
+
+
+def write_samples(
+    splits: dict[tuple[str, str], Sequence[Sample]],
+    classes: Sequence[str],
+    root: str | Path,
+    log: Callable[[str], None] | None = None,
+) -> list[ManifestRow]:
+    """Materialise ``(domain, split) -> samples`` under ``root`` as files + manifest, replacing ``root`` whole.
+
+    File samples keep their format and bytes (hard-linked when possible); in-memory samples are written as PNG.
+    A file that does not decode is still listed (with width 0), so validation can report it by path.
+    """
+    with staging_dir(root) as staging:
+        rows = []
+        for (domain, split), samples in splits.items():
+            for i, sample in enumerate(samples):
+                folder = f"images/{domain}/{split}/{_safe_name(sample.label) if sample.label else 'unlabeled'}"
+                (staging / folder).mkdir(parents=True, exist_ok=True)
+                if sample.image is not None:
+                    rel = f"{folder}/{i:06d}.png"
+                    data, pil = _encode_png(sample.image)
+                    (staging / rel).write_bytes(data)
+                    size = (pil.width, pil.height, pil.mode)
+                else:
+                    assert sample.path is not None
+                    if not sample.path.is_file():
+                        raise FileNotFoundError(f"{domain}/{split}: image file {sample.path} not found")
+                    rel = f"{folder}/{i:06d}_{_safe_name(sample.path.name)}"
+                    _place(sample.path, staging / rel)
+                    data = (staging / rel).read_bytes()
+                    size = _describe(staging / rel)
+                rows.append(ManifestRow(rel, domain, split, sample.label or "", *size,
+                                        hashlib.sha256(data).hexdigest()))
+            if log:
+                log(f"{domain}/{split}: {len(samples)} images")
+        _write_tables(staging, rows, classes)
+        replace_dir(staging, root)
+    return rows
+
+
+def _write_tables(staging: Path, rows: list[ManifestRow], classes: Sequence[str]) -> None:
+    with open(staging / MANIFEST, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerows([getattr(r, c) for c in COLUMNS] for r in rows)
+    (staging / CLASSES).write_text("".join(f"{c}\n" for c in classes))
+
+
 def write_dataset(task: DomainTask, root: str | Path) -> list[ManifestRow]:
     """Write ``task``'s images and manifest under ``root``, replacing what was there only once all is written."""
     with staging_dir(root) as staging:
@@ -65,11 +138,7 @@ def write_dataset(task: DomainTask, root: str | Path) -> list[ManifestRow]:
                 (staging / rel).write_bytes(data)
                 rows.append(ManifestRow(rel, domain, split, label, pil.width, pil.height, pil.mode,
                                         hashlib.sha256(data).hexdigest()))
-        with open(staging / MANIFEST, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            writer.writerows([getattr(r, c) for c in COLUMNS] for r in rows)
-        (staging / CLASSES).write_text("".join(f"{c}\n" for c in task.classes))
+        _write_tables(staging, rows, task.classes)
         replace_dir(staging, root)
     return rows
 
@@ -105,18 +174,32 @@ def load_image(path: Path, mode: str, size: int) -> np.ndarray:
 
 
 def load_task(root: str | Path, image_size: int, mode: str = "L") -> DomainTask:
-    """A `DomainTask` from a materialised dataset; the target's training labels are never read."""
+    """A `DomainTask` from a materialised dataset; the target's training labels are never used for training.
+
+    Benchmarks without a test split (Office-31, Office-Home, ImageCLEF-DA; your own data) list no ``test`` rows:
+    then the labelled training images of that domain are what is evaluated on (for the target, the standard
+    transductive protocol of unsupervised domain adaptation; for the source, training accuracy). A target without
+    labels and without a test set has ``target_test`` None: nothing on the target can be scored.
+    """
     root = Path(root)
     rows, classes = read_manifest(root)
     index = {c: i for i, c in enumerate(classes)}
-    sets = {}
-    for domain, split in SPLITS:
-        selected = [r for r in rows if (r.domain, r.split) == (domain, split)]
-        if not selected:
-            raise ValueError(f"{root / MANIFEST}: no images for domain {domain!r}, split {split!r}")
+    by_split = {key: [r for r in rows if (r.domain, r.split) == key] for key in SPLITS}
+    for domain in ("source", "target"):
+        if not by_split[(domain, "train")]:
+            raise ValueError(f"{root / MANIFEST}: no training images for the {domain} domain")
+
+    def image_set(selected: list[ManifestRow], labelled: bool) -> ImageSet:
         images = np.stack([load_image(root / r.path, mode, image_size) for r in selected])
-        unlabelled = (domain, split) == ("target", "train")
-        labels = None if unlabelled else np.array([index[r.label] for r in selected], dtype=np.int64)
-        sets[(domain, split)] = ImageSet(images, labels)
-    return DomainTask(classes, sets[("source", "train")], sets[("source", "test")],
-                      sets[("target", "train")], sets[("target", "test")])
+        return ImageSet(images, np.array([index[r.label] for r in selected], dtype=np.int64) if labelled else None)
+
+    source_train = image_set(by_split[("source", "train")], labelled=True)
+    source_test = image_set(by_split[("source", "test")], True) if by_split[("source", "test")] else source_train
+    target_rows = by_split[("target", "train")]
+    target_train = image_set(target_rows, labelled=False)
+    target_test = None
+    if by_split[("target", "test")]:
+        target_test = image_set(by_split[("target", "test")], labelled=True)
+    elif all(r.label for r in target_rows):
+        target_test = ImageSet(target_train.images, np.array([index[r.label] for r in target_rows], dtype=np.int64))
+    return DomainTask(classes, source_train, source_test, target_train, target_test)

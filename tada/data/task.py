@@ -40,7 +40,7 @@ class DomainTask:
     source_train: ImageSet
     source_test: ImageSet
     target_train: ImageSet  # unlabelled
-    target_test: ImageSet
+    target_test: ImageSet | None  # None: the target has no labels at all, nothing on it can be scored
 
     @property
     def in_channels(self) -> int:

@@ -1,0 +1,75 @@
+"""``data.name: folder``: the user's own source and target images.
+
+Each of ``data.folder.source``, ``.target`` and ``.target_test`` is either
+
+- a directory in ImageFolder layout, ``<class name>/<image>``; for the target, a directory of images without class
+  folders is read as unlabelled, or
+- a CSV (or plain list) file of ``path,label`` rows, paths relative to the file; the label may be left empty for the
+  target, and a first row ``path,label`` is a header.
+
+The classes are the source's labels, sorted. Files are taken as they are (any size, grayscale or colour); a file
+that does not decode is listed anyway, so that the validate stage names it instead of the pipeline crashing on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tada.config import FolderConfig
+from tada.data.registry import read_csv_listing
+from tada.data.samples import IMAGE_SUFFIXES, Sample
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_listing(spec: str, key: str, *, labels_required: bool) -> list[Sample]:
+    """The images named by one of ``data.folder.*`` (a directory or a CSV/list file)."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{key}: {path} does not exist (expected a directory of class folders or a CSV file "
+                                f"of path,label)")
+    if path.is_dir():
+        classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        loose = _images_in(path)
+        if classes and loose:
+            raise ValueError(f"{key}: {path} has both class folders ({classes[0].name}, ...) and images directly in "
+                             f"it ({loose[0].name}, ...): use one layout")
+        if classes:
+            samples = [Sample(c.name, path=p) for c in classes for p in _images_in(c)]
+        elif labels_required:
+            raise ValueError(f"{key}: {path} has no class folders; labelled images must be laid out as "
+                             f"<class name>/<image>")
+        else:
+            samples = [Sample(None, path=p) for p in loose]
+    else:
+        samples = []
+        for name, label in read_csv_listing(path):
+            file = Path(name) if Path(name).is_absolute() else path.parent / name
+            if label is None and labels_required:
+                raise ValueError(f"{key}: {path}: {name} has no label (every row needs path,label)")
+            samples.append(Sample(label, path=file))
+        missing = [s.path for s in samples if not s.path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{key}: {path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}")
+    if not samples:
+        raise ValueError(f"{key}: no images found in {path}")
+    return samples
+
+
+def read_folder_dataset(cfg: FolderConfig) -> tuple[dict[tuple[str, str], list[Sample]], tuple[str, ...]]:
+    """``(domain, split) -> samples`` and the class list for the user's data."""
+    for key in ("source", "target"):
+        if not getattr(cfg, key):
+            raise ValueError(f"data.folder.{key} must be set for data.name: folder (a directory or a CSV file)")
+    source = read_listing(cfg.source, "data.folder.source", labels_required=True)
+    target = read_listing(cfg.target, "data.folder.target", labels_required=False)
+    classes = tuple(sorted({s.label for s in source if s.label}))
+    splits = {("source", "train"): source, ("target", "train"): target}
+    if cfg.target_test:
+        splits[("target", "test")] = read_listing(cfg.target_test, "data.folder.target_test", labels_required=True)
+        splits[("target", "train")] = [Sample(None, path=s.path) for s in target]  # never seen in training
+    elif any(s.label for s in target) and not all(s.label for s in target):
+        raise ValueError("data.folder.target: label every target image or none of them (partly labelled)")
+    return splits, classes

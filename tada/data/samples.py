@@ -1,0 +1,25 @@
+"""Images as datasets hand them over before they are materialised under ``data/`` (`tada.data.manifest`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: a file (``path``) or pixels in memory (``image``, uint8 HxW or HxWx3), with its label."""
+
+    label: str | None
+    path: Path | None = None
+    image: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class DomainData:
+    train: tuple[Sample, ...]
+    test: tuple[Sample, ...] | None = None  # None: no split defined; the labelled train images are evaluated on
