@@ -85,12 +85,18 @@ class DataConfig:
     name: str = field(default="synthetic_to_handwritten", metadata=_check(choices=DATASETS))
     source: str = ""  # a domain of the benchmark, e.g. amazon (office31)
     target: str = ""  # e.g. webcam
-    image_size: int = field(default=28, metadata=_check(ge=16, le=512))
+    image_size: int = field(default=28, metadata=_check(ge=16, le=512))  # the network's input, S x S
+    load_size: int = field(default=0, metadata=_check(ge=0, le=1024))  # resize to this, then crop S (0: S, no crop)
     color_mode: str = field(default="L", metadata=_check(choices=("L", "RGB")))  # what the model is fed
     cache_dir: str = ".cache/datasets"  # downloaded archives and their extracted trees (outside DVC's data/)
     mirror: str | None = None  # base URL serving the archives under their official file names
     archive_dir: str | None = None  # a local directory holding the archives (air-gapped machines)
     folder: FolderConfig = field(default_factory=FolderConfig)
+
+    def __post_init__(self) -> None:
+        if self.load_size and self.load_size < self.image_size:
+            raise ConfigError(f"data.load_size must be 0 or >= data.image_size ({self.image_size}), "
+                              f"got {self.load_size}")
     source_train_per_class: int = field(default=500, metadata=_check(gt=0))
     source_test_per_class: int = field(default=100, metadata=_check(gt=0))
     target_test_fraction: float = field(default=0.3, metadata=_check(gt=0, lt=1))
@@ -150,6 +156,8 @@ class TrainConfig:
     eval_batch_size: int = field(default=512, metadata=_check(gt=0))
     num_threads: int = field(default=2, metadata=_check(ge=0))  # 0: leave torch's default
     deterministic: bool = True
+    device: str = field(default="auto", metadata=_check(choices=("auto", "cpu", "cuda")))  # auto: cuda if present
+    augment: bool = False  # random crop (from data.load_size) and horizontal flip of training images
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tada.config import EvaluateConfig
-from tada.data.task import DomainTask, to_tensor
+from tada.data.task import DomainTask, ImageSet, center_crop, to_tensor
 from tada.models.network import TadaNet
 
 
@@ -23,13 +23,14 @@ def predict(model: TadaNet, images: torch.Tensor, batch_size: int = 512) -> dict
     """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, images.shape[0], batch_size):
-        out = model(images[start : start + batch_size])
+        out = model(images[start : start + batch_size].to(device))
         for name in ("logits", "features", "local_attention", "domain_logits"):
             value = getattr(out, name)
             if value is not None:
-                parts.setdefault(name, []).append(value)
+                parts.setdefault(name, []).append(value.cpu())
     model.train(was_training)
     return {name: torch.cat(values) for name, values in parts.items()}
 
@@ -81,7 +82,8 @@ def evaluation_report(
     figures_dir = Path(figures_dir)
     classes = task.classes
     # An unlabelled target without a test set is still shown (predictions, attention, features), just not scored.
-    target_set = task.target_test if task.target_test is not None else task.target_train
+    target_set = task.target_test if task.target_test is not None else ImageSet(
+        center_crop(task.target_train.images, task.source_test.images.shape[1]), None)
     source_x, target_x = to_tensor(task.source_test.images), to_tensor(target_set.images)
     source_y, target_y = task.source_test.labels, target_set.labels
     src, tgt = predict(model, source_x, cfg.batch_size), predict(model, target_x, cfg.batch_size)

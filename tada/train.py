@@ -7,6 +7,7 @@ Read top to bottom: seed -> build -> for each step: set lr and GRL coefficient f
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import torch
 
 from tada.config import Config, OptimConfig
 from tada.data.loaders import infinite_batches
-from tada.data.task import DomainTask, to_tensor
+from tada.data.task import DomainTask, crop_batch, to_tensor
 from tada.evaluate import evaluate
 from tada.losses import total_loss
 from tada.methods import build_model, get_method, loss_terms
@@ -36,7 +37,16 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the GPU when there is one; ``cuda`` without one is an error, not a silent fallback."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda, but torch sees no CUDA device")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def seed_everything(seed: int, deterministic: bool, num_threads: int) -> None:
+    if deterministic:  # cuBLAS needs this for deterministic matrix products on the GPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -80,7 +90,8 @@ def train(
     seed_everything(t.seed, t.deterministic, t.num_threads)
     started = time.perf_counter()
 
-    model = build_model(config, num_classes=len(task.classes), in_channels=task.in_channels)
+    device = resolve_device(t.device)
+    model = build_model(config, num_classes=len(task.classes), in_channels=task.in_channels).to(device)
     optimizer = build_optimizer(model, config.optim)
     generator = torch.Generator().manual_seed(t.seed)
     source = infinite_batches(
@@ -104,7 +115,9 @@ def train(
         model.set_grl_coeff(coeff)
 
         (xs, ys), (xt,) = next(source), next(target)
-        out = model(torch.cat([xs, xt]))  # one pass, so BatchNorm sees both domains
+        x = crop_batch(torch.cat([xs, xt]), config.data.image_size, t.augment, generator)
+        x, ys = x.to(device, non_blocking=True), ys.to(device, non_blocking=True)
+        out = model(x)  # one pass, so BatchNorm sees both domains
         terms = loss_terms(method, out, ys, detach_global_attention=config.method.detach_global_attention)
         loss = total_loss(terms, config.method.adversarial_weight, config.method.entropy_weight)
         optimizer.zero_grad(set_to_none=True)
@@ -128,6 +141,7 @@ def train(
             if log:
                 log(row)
 
+    result.model = model.cpu()  # checkpoints, evaluation and export are device-agnostic
     result.final = result.evaluations[-1]  # the last iterate, never the best one on target labels
     result.seconds = time.perf_counter() - started
     return result

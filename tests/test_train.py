@@ -1,8 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from tada.config import ConfigError
 from tada.methods import METHODS
 from tada.train import train
 from tada.workflows import build_task
@@ -56,3 +58,33 @@ def test_a_few_hundred_iterations_on_a_tiny_batch_drive_the_source_loss_down(tin
     result = train(config, build_task(config))
     first, last = result.history[0]["source_ce"], result.history[-1]["source_ce"]
     assert first > 1.5 and last < 0.25 * first, (first, last)
+
+
+def test_crops_and_flips_for_the_resnet_protocol():
+    from tada.data.task import center_crop, crop_batch
+
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    centre = crop_batch(x, 4, augment=False)
+    assert torch.equal(centre, x[:, :, 1:5, 1:5])
+    assert np.array_equal(center_crop(x[:, 0].numpy(), 4), x[:, 0, 1:5, 1:5].numpy())
+    generator = torch.Generator().manual_seed(0)
+    windows = {tuple(crop_batch(x, 4, augment=True, generator=generator)[0, 0].flatten().tolist())
+               for _ in range(200)}
+    # every window is a crop of image 0, possibly mirrored; 9 positions x 2 flips are all reached
+    crops = {tuple(w.flatten().tolist()) for t in range(3) for left in range(3)
+             for w in (x[0, 0, t:t + 4, left:left + 4], x[0, 0, t:t + 4, left:left + 4].flip(-1))}
+    assert windows == crops
+
+
+def test_training_with_a_load_size_crops_and_evaluates_centre_crops(tiny_config, tiny_task):
+    from tada.data.task import DomainTask, ImageSet
+
+    big = {name: ImageSet(np.pad(getattr(tiny_task, name).images, ((0, 0), (2, 2), (2, 2)), mode="edge"),
+                          getattr(tiny_task, name).labels) for name in ("source_train", "target_train")}
+    task = DomainTask(tiny_task.classes, big["source_train"], tiny_task.source_test, big["target_train"],
+                      tiny_task.target_test)
+    config = tiny_config.replace({"data.load_size": 32, "train.augment": True, "train.iterations": 4})
+    result = train(config, task)
+    assert result.final["step"] == 4 and 0 <= result.final["target_accuracy"] <= 1
+    with pytest.raises(ConfigError, match=r"data.load_size must be 0 or >= data.image_size \(28\), got 20"):
+        tiny_config.replace({"data.load_size": 20})

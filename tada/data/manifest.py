@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from tada.data.samples import Sample
-from tada.data.task import DomainTask, ImageSet
+from tada.data.task import DomainTask, ImageSet, center_crop
 from tada.io import replace_dir, staging_dir
 
 COLUMNS = ("path", "domain", "split", "label", "width", "height", "mode", "sha256")
@@ -173,13 +173,16 @@ def load_image(path: Path, mode: str, size: int) -> np.ndarray:
         return np.asarray(im)
 
 
-def load_task(root: str | Path, image_size: int, mode: str = "L") -> DomainTask:
+def load_task(root: str | Path, image_size: int, mode: str = "L", load_size: int = 0) -> DomainTask:
     """A `DomainTask` from a materialised dataset; the target's training labels are never used for training.
 
     Benchmarks without a test split (Office-31, Office-Home, ImageCLEF-DA; your own data) list no ``test`` rows:
     then the labelled training images of that domain are what is evaluated on (for the target, the standard
     transductive protocol of unsupervised domain adaptation; for the source, training accuracy). A target without
     labels and without a test set has ``target_test`` None: nothing on the target can be scored.
+
+    With ``load_size`` (> ``image_size``) images are resized to it; training images stay that large (training crops
+    them, `tada.data.task.crop_batch`) and test images are centre-cropped to ``image_size`` here.
     """
     root = Path(root)
     rows, classes = read_manifest(root)
@@ -189,17 +192,22 @@ def load_task(root: str | Path, image_size: int, mode: str = "L") -> DomainTask:
         if not by_split[(domain, "train")]:
             raise ValueError(f"{root / MANIFEST}: no training images for the {domain} domain")
 
-    def image_set(selected: list[ManifestRow], labelled: bool) -> ImageSet:
-        images = np.stack([load_image(root / r.path, mode, image_size) for r in selected])
+    size = load_size or image_size
+
+    def image_set(selected: list[ManifestRow], labelled: bool, crop: bool = False) -> ImageSet:
+        images = np.stack([load_image(root / r.path, mode, size) for r in selected])
+        images = center_crop(images, image_size) if crop else images
         return ImageSet(images, np.array([index[r.label] for r in selected], dtype=np.int64) if labelled else None)
 
     source_train = image_set(by_split[("source", "train")], labelled=True)
-    source_test = image_set(by_split[("source", "test")], True) if by_split[("source", "test")] else source_train
+    source_test = (image_set(by_split[("source", "test")], True, crop=True) if by_split[("source", "test")] else
+                   ImageSet(center_crop(source_train.images, image_size), source_train.labels))
     target_rows = by_split[("target", "train")]
     target_train = image_set(target_rows, labelled=False)
     target_test = None
     if by_split[("target", "test")]:
-        target_test = image_set(by_split[("target", "test")], labelled=True)
+        target_test = image_set(by_split[("target", "test")], labelled=True, crop=True)
     elif all(r.label for r in target_rows):
-        target_test = ImageSet(target_train.images, np.array([index[r.label] for r in target_rows], dtype=np.int64))
+        target_test = ImageSet(center_crop(target_train.images, image_size),
+                               np.array([index[r.label] for r in target_rows], dtype=np.int64))
     return DomainTask(classes, source_train, source_test, target_train, target_test)

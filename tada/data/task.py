@@ -82,3 +82,27 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, H, W[, 3])`` -> float32 ``(N, C, H, W)`` scaled to [-1, 1]."""
     x = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size x size`` window of uint8 ``(N, H, W[, 3])`` images (as they are if already that size)."""
+    h, w = images.shape[1:3]
+    if (h, w) == (size, size):
+        return images
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[:, top: top + size, left: left + size]
+
+
+def crop_batch(x: torch.Tensor, size: int, augment: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, size, size)``: a random window and a random horizontal flip per image when
+    ``augment`` (the ResNet training protocol), else the central window."""
+    b, _, h, w = x.shape
+    if augment:
+        tops = torch.randint(0, h - size + 1, (b,), generator=generator).tolist()
+        lefts = torch.randint(0, w - size + 1, (b,), generator=generator).tolist()
+        x = torch.stack([x[i, :, t: t + size, left: left + size] for i, (t, left) in enumerate(zip(tops, lefts,
+                                                                                                  strict=True))])
+        flip = torch.rand(b, generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[:, :, top: top + size, left: left + size]
