@@ -115,7 +115,7 @@ def repro_stage(repo: Path, stage: str, timeout: float, on_line: Callable[[str],
     return StageRun(stage, ran, time.perf_counter() - start, "\n".join(tail))
 
 
-def _hydra_value(key: str, value: Any) -> str:
+def hydra_value(key: str, value: Any) -> str:
     """A value in the Hydra override grammar that ``dvc exp run -S`` takes."""
     if isinstance(value, Mapping):
         raise ConfigError(f"override {key}: give each leaf key on its own (e.g. {key}.<name>), not a mapping")
@@ -140,7 +140,7 @@ def overridden_params(repo: Path, overrides: Mapping[str, Any] | None) -> Iterat
     try:
         from dvc.utils.hydra import apply_overrides
 
-        apply_overrides(params, [f"{key}={_hydra_value(key, value)}" for key, value in overrides.items()])
+        apply_overrides(params, [f"{key}={hydra_value(key, value)}" for key, value in overrides.items()])
         applied = load_config(params)
         if applied != expected:
             raise ConfigError(f"{params}: DVC applied the overrides {overrides} differently than expected")
@@ -151,6 +151,23 @@ def overridden_params(repo: Path, overrides: Mapping[str, Any] | None) -> Iterat
                 tmp.write_bytes(original)
 
 
+def uncached_outputs(repo: Path) -> list[str]:
+    """The ``cache: false`` outputs, metrics and plots of ``repo/dvc.yaml``: git carries them, so an experiment
+    commit must include them (``dvc exp run`` does this itself; ``dvc exp save`` only when told)."""
+    import yaml
+
+    stages = (yaml.safe_load((repo / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    paths = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                if isinstance(entry, dict):
+                    for path, options in entry.items():
+                        if isinstance(options, dict) and options.get("cache") is False:
+                            paths.append(path)
+    return paths
+
+
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -158,8 +175,10 @@ def save_experiment(repo: Path, name: str, on_line: Callable[[str], None] = prin
     """Record the working tree's params, lock file and metrics as DVC experiment ``name`` (``dvc exp save``)."""
     if not EXPERIMENT_NAME.match(name) or ".." in name or name.endswith((".", ".lock")):
         raise ValueError(f"experiment name {name!r} is not a valid git ref name")
-    returncode, tail = run_command([sys.executable, "-m", "dvc", "exp", "save", "--force", "--name", name], repo,
-                                   timeout, on_line)
+    include = [arg for path in uncached_outputs(repo) if (repo / path).exists()
+               for arg in ("--include-untracked", path)]
+    returncode, tail = run_command([sys.executable, "-m", "dvc", "exp", "save", "--force", "--name", name, *include],
+                                   repo, timeout, on_line)
     if returncode != 0:
         raise StageFailed("exp save", returncode, tail, timed_out=returncode is None)
     return name

@@ -110,8 +110,11 @@ def test_overrides_are_a_dvc_experiment_and_params_are_restored(runs):
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     named = [e for e in experiments if e.get("name") == "worse-lr0"]
     assert named, shown
-    params = named[0]["revs"][0]["data"]["params"]["params.yaml"]["data"]
-    assert params["optim"]["lr"] == WORSE["optim.lr"]
+    data = named[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["optim"]["lr"] == WORSE["optim.lr"]
+    # the experiment carries its own metrics (git-tracked, cache: false outputs), not the workspace's
+    metrics = data["metrics"]["reports/metrics.json"]["data"]
+    assert metrics["target_accuracy"] == runs.worse.result()["decision"]["candidate"]
 
 
 @pytest.mark.slow
