@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 from pipelines._paths import DATA, MODEL, PARAMS, TRAIN_DIR
@@ -12,13 +14,29 @@ from tada.tracking import LiveLogger
 from tada.workflows import load_fetched_task, train_and_save
 
 
+def torchrun_command(nproc: int) -> list[str]:
+    """This stage again, as ``nproc`` processes under PyTorch's launcher (one machine)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "pipelines.train"]
+
+
 def main() -> int:
     try:
         config = load_config(PARAMS)
-        task = load_fetched_task(config, DATA)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except ConfigError as e:
         print(f"train: {e}", file=sys.stderr)
         return 2
+    if config.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        print(f"train: {config.train.nproc} processes: {' '.join(torchrun_command(config.train.nproc))}", flush=True)
+        return subprocess.run(torchrun_command(config.train.nproc)).returncode
+    try:
+        task = load_fetched_task(config, DATA)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # the other ranks train alongside and write nothing
+        train_and_save(config, task, MODEL, os.devnull)
+        return 0
     with staging_dir(TRAIN_DIR) as staging:  # the curves appear only with a finished model
         live = LiveLogger(staging)
 
@@ -29,7 +47,8 @@ def main() -> int:
         final = train_and_save(config, task, MODEL, staging / "summary.json", log=log)
         live.close()
         replace_dir(staging, TRAIN_DIR)
-    print(f"train: target accuracy {final['target_accuracy']:.4f} (last iterate) -> {MODEL}")
+    scores = ", ".join(f"{k} {final[k]:.4f}" for k in ("target_accuracy", "source_accuracy") if k in final)
+    print(f"train: {scores} (last iterate) -> {MODEL}")
     return 0
 
 

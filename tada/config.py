@@ -92,6 +92,7 @@ class DataConfig:
     mirror: str | None = None  # base URL serving the archives under their official file names
     archive_dir: str | None = None  # a local directory holding the archives (air-gapped machines)
     folder: FolderConfig = field(default_factory=FolderConfig)
+    num_workers: int = field(default=2, metadata=_check(ge=0, le=64))  # threads decoding images when loading
 
     def __post_init__(self) -> None:
         if self.load_size and self.load_size < self.image_size:
@@ -158,6 +159,13 @@ class TrainConfig:
     deterministic: bool = True
     device: str = field(default="auto", metadata=_check(choices=("auto", "cpu", "cuda")))  # auto: cuda if present
     augment: bool = False  # random crop (from data.load_size) and horizontal flip of training images
+    checkpoint_interval: int = field(default=500, metadata=_check(ge=0))  # steps between resumable checkpoints
+    checkpoint_dir: str = ".cache/checkpoints"  # one subdirectory per training fingerprint (params + data)
+    nproc: int = field(default=1, metadata=_check(ge=1, le=64))  # processes (torchrun, DDP): gloo on CPU, nccl on GPU
+    precision: str = field(default="fp32", metadata=_check(choices=("fp32", "bf16")))  # bf16: autocast
+    channels_last: bool = False  # NHWC memory format for the convolutions (GPU)
+    sync_batchnorm: bool = True  # with several GPU processes, BatchNorm statistics over the global batch
+    pin_memory: bool = True  # page-locked host tensors for asynchronous copies to the GPU
 
 
 @dataclass(frozen=True)

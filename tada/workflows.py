@@ -81,8 +81,13 @@ def train_and_save(
     metrics_path: str | Path,
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """Train, then write the checkpoint and the metrics (both atomically). Returns the last-iterate metrics."""
+    """Train, then write the checkpoint and the metrics (both atomically). Returns the last-iterate metrics.
+
+    Under torchrun every rank trains; only rank 0 writes.
+    """
     result = train(config, task, log=log)
+    if result.rank != 0:
+        return result.final
     save_checkpoint(model_path, result.model, config, task.classes, task.in_channels,
                     step=config.train.iterations, metrics=result.final)
     write_json_atomic(metrics_path, {

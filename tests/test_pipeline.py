@@ -186,3 +186,14 @@ def test_paper_protocol_queues_experiments_and_tabulates_them(repo, tmp_path):
     assert table["methods"]["tada"]["ours"]["D-W"] is None and table["methods"]["dann"]["paper"]["A-W"] == 82.0
     sh(repo, "git", "checkout", "--", ".")
     sh(repo, "dvc", "checkout", "--force")
+
+
+@pytest.mark.slow
+def test_train_stage_scales_out_with_train_nproc(repo):
+    out = sh(repo, "dvc", "exp", "run", "-S", "train.nproc=2")
+    assert ran_stages(out.stdout) == ["train", "evaluate", "export"], out.stdout
+    assert "train: 2 processes: " in out.stdout and "torch.distributed.run" in out.stdout
+    assert out.stdout.count("train: target_accuracy") == 1  # rank 0 alone writes and reports
+    assert (repo / "models/model.pt").is_file() and json.loads((repo / "reports/metrics.json").read_text())
+    sh(repo, "git", "checkout", "--", ".")
+    sh(repo, "dvc", "checkout", "--force")
