@@ -44,7 +44,7 @@ from pipelines._paths import (
 )
 from tada.config import Config, PromoteConfig, yaml_value
 from tada.io import write_json_atomic
-from tada.orchestrate import STAGES, StageFailed, overridden_params, repro_stage, save_experiment
+from tada.orchestrate import STAGES, StageFailed, overridden_params, repro_stage, save_experiment, sync_remote
 from tada.promote import Candidate, ModelStore, quality_gate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,13 @@ def run_stage(repo: str, stage: str, timeout: float) -> dict[str, Any]:
     run = repro_stage(Path(repo), stage, timeout, on_line=lambda line: logger.info("%s", line))
     logger.info("stage %s %s in %.1f s", stage, "ran" if run.ran else "was up to date", run.seconds)
     return {"stage": stage, "ran": run.ran, "seconds": round(run.seconds, 2)}
+
+
+@task(name="dvc-remote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 120])
+def remote(repo: str, direction: str) -> None:
+    """``dvc pull`` / ``dvc push`` with the default remote (network: retried)."""
+    logger = get_run_logger()
+    sync_remote(Path(repo), direction, on_line=lambda line: logger.info("%s", line))
 
 
 @task(name="dvc-exp-save", cache_policy=NO_CACHE)
@@ -158,7 +165,7 @@ def publish(root: Path, stages: list[dict[str, Any]], decision: dict[str, Any], 
 @flow(name="tada-retrain", description="DVC pipeline fetch -> validate -> train -> evaluate -> export, then the "
       "quality gate that promotes the model to models/production only if it is not worse.")
 def retrain(overrides: dict[str, Any] | None = None, experiment_name: str | None = None,
-            repo: str | None = None) -> dict[str, Any]:
+            repo: str | None = None, sync_remote: bool = False) -> dict[str, Any]:
     """Run the pipeline through DVC, then the quality gate.
 
     Args:
@@ -166,14 +173,20 @@ def retrain(overrides: dict[str, Any] | None = None, experiment_name: str | None
             saved as a DVC experiment.
         experiment_name: the DVC experiment's name (default: ``tada-<flow run name>``); only with overrides.
         repo: the repository to run in (default: the one holding this file).
+        sync_remote: ``dvc pull`` before the stages and ``dvc push`` after them, with the repository's default DVC
+            remote: for workers that start from a fresh checkout (Docker, Kubernetes).
     """
     root = Path(repo).resolve() if repo else ROOT
     logger = get_run_logger()
     stages, experiment = [], None
     with overridden_params(root, overrides) as config:
         logger.info("params %s, overrides %s", config.digest(), overrides or "none")
+        if sync_remote:
+            remote.with_options(task_run_name="dvc-pull")(str(root), "pull")
         for stage in STAGES:
             stages.append(_stage_task(config, stage)(str(root), stage, getattr(config.flow.timeouts, stage)))
+        if sync_remote:
+            remote.with_options(task_run_name="dvc-push")(str(root), "push")
         if overrides:
             experiment = record_experiment(str(root), experiment_name or f"tada-{flow_run.get_name() or 'run'}")
     context = {"flow_run": flow_run.get_name(), "flow_run_id": flow_run.get_id(), "git_commit": _git_commit(root),

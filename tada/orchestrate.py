@@ -182,3 +182,14 @@ def save_experiment(repo: Path, name: str, on_line: Callable[[str], None] = prin
     if returncode != 0:
         raise StageFailed("exp save", returncode, tail, timed_out=returncode is None)
     return name
+
+
+def sync_remote(repo: Path, direction: str, on_line: Callable[[str], None] = print, timeout: float = 7200) -> None:
+    """``dvc pull`` (before the stages: whatever the remote has need not be recomputed) or ``dvc push`` (after: the
+    next worker, on another machine, starts from it) against the repository's default DVC remote."""
+    if direction not in ("pull", "push"):
+        raise ValueError(f"direction must be pull or push, got {direction!r}")
+    args = [sys.executable, "-m", "dvc", direction] + (["--allow-missing"] if direction == "pull" else [])
+    returncode, tail = run_command(args, repo, timeout, on_line)
+    if returncode != 0:
+        raise StageFailed(f"dvc {direction}", returncode, tail, timed_out=returncode is None)

@@ -89,7 +89,8 @@ def test_prefect_yaml_deploys_with_its_schedule_entrypoint_and_parameters(server
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(repo)}}]
     # the flow's own parameter schema travelled with it
-    assert set(deployment["parameter_openapi_schema"]["properties"]) == {"overrides", "experiment_name", "repo"}
+    assert set(deployment["parameter_openapi_schema"]["properties"]) == {"overrides", "experiment_name", "repo",
+                                                                         "sync_remote"}
 
     # a run of the deployment, executed by a real process worker in the deployed directory
     out = prefect(server, repo, "deployment", "run", "tada-retrain/weekly-retrain", "--param",

@@ -40,6 +40,15 @@ def artifacts_of(state) -> dict[str, object]:
     return {a.key: a for a in found}
 
 
+def task_run_names(state) -> list[str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    return [t.name for t in found]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> SimpleNamespace:
     repo = copy_repo(tmp_path_factory.mktemp("flow") / "repo", TINY)
@@ -51,7 +60,9 @@ def runs(tmp_path_factory) -> SimpleNamespace:
         out.first_artifacts = artifacts_of(out.first)
         out.first_release = os.readlink(production)
         out.first_onnx = (repo / "models/model.onnx").read_bytes()
-        out.second = retrain(repo=str(repo), return_state=True)
+        sh(repo, "dvc", "remote", "add", "--local", "-d", "storage", str(repo.parent / "remote"))
+        out.second = retrain(repo=str(repo), sync_remote=True, return_state=True)
+        out.second_task_runs = task_run_names(out.second)
         out.worse = retrain(overrides=WORSE, experiment_name="worse-lr0", repo=str(repo), return_state=True)
         out.params_after_worse = (repo / "params.yaml").read_bytes()
         out.production_before_bad = (os.readlink(production), snapshot(production.resolve()))
@@ -81,6 +92,8 @@ def test_second_run_is_all_no_ops(runs):
     assert runs.second.is_completed(), runs.second.message
     result = runs.second.result()
     assert [s["ran"] for s in result["stages"]] == [False] * 5
+    # sync_remote pushed the outputs to the DVC remote, for workers on other machines
+    assert any((runs.repo.parent / "remote").rglob("*")) and "dvc-push" in runs.second_task_runs
     assert not result["decision"]["promoted"] and "is the production model" in result["decision"]["reason"]
 
 

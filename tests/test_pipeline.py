@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,24 @@ def test_train_stage_scales_out_with_train_nproc(repo):
     assert (repo / "models/model.pt").is_file() and json.loads((repo / "reports/metrics.json").read_text())
     sh(repo, "git", "checkout", "--", ".")
     sh(repo, "dvc", "checkout", "--force")
+
+
+@pytest.mark.slow
+def test_push_and_pull_through_a_dvc_remote(repo, tmp_path):
+    """Data and models outgrow one disk: they go to DVC remote storage (here a local directory) and come back."""
+    remote = tmp_path / "remote"
+    sh(repo, "dvc", "remote", "add", "--local", "-d", "storage", str(remote))
+    try:
+        model = (repo / "models/model.pt").read_bytes()
+        pushed = sh(repo, "dvc", "push")
+        assert "pushed" in pushed.stdout and any(remote.rglob("*"))
+        for path in ("data", "models/model.pt", "models/model.onnx", "reports/data_docs", ".dvc/cache"):
+            target = repo / path
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        sh(repo, "dvc", "pull")
+        assert (repo / "models/model.pt").read_bytes() == model
+        assert (repo / "data/manifest.csv").is_file() and (repo / "models/model.onnx").is_file()
+        status = sh(repo, "dvc", "status")
+        assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    finally:
+        sh(repo, "dvc", "remote", "remove", "--local", "storage")
