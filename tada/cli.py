@@ -1,9 +1,14 @@
-"""The ``tada`` command line: ``tada train`` and ``tada methods``."""
+"""The ``tada`` command line: ``tada train``, ``tada methods``, ``tada predict`` and ``tada serve``.
+
+Every command imports what it needs when it runs: ``predict`` and ``serve`` never import torch, so they work in an
+installation with only the serving dependencies (``pip install ".[serve]"``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +38,8 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
     final = train_and_save(config, build_task(config), model_path=args.model, metrics_path=args.metrics, log=log)
-    print(f"target accuracy {final['target_accuracy']:.4f} (last iterate); model: {args.model}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(f"target accuracy {final['target_accuracy']:.4f} (last iterate); model: {args.model}", file=sys.stderr)
     return 0
 
 
@@ -45,6 +51,19 @@ def _methods(_: argparse.Namespace) -> int:
                  if getattr(method, f)]
         print(f"{method.name:16s} {', '.join(flags) or 'classification loss only'}")
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tada.serving.batch import run
+
+    return run(args.model, args.paths, args.output, args.format, args.top_k, args.batch_size, args.threads,
+               args.shift_threshold, progress=not args.no_progress)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tada.serving.server import run
+
+    return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,6 +80,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("methods", help="list the methods and the parts of TADA each one uses")
     p.set_defaults(func=_methods)
+
+    p = sub.add_parser("predict", help="predict image files and folders with an exported model (onnxruntime)")
+    p.add_argument("model", type=Path, help="the exported model, e.g. models/model.onnx")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write here (default: stdout)")
+    p.add_argument("--format", choices=("csv", "json"), default=None, help="default: from --output's suffix, or csv")
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per image")
+    p.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    p.add_argument("--shift-threshold", type=float, default=None,
+                   help="shift score above which an image is flagged (default: the model's calibrated threshold)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("serve", help="serve an exported model over HTTP (POST /predict, /health, /metrics)")
+    from tada.serving.server import add_arguments  # argparse only: the server's imports happen when it runs
+
+    add_arguments(p)
+    p.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)
     from tada.config import ConfigError

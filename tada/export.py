@@ -1,8 +1,11 @@
 """ONNX export of the inference graph, with metadata, and a parity check against onnxruntime.
 
 The exported graph is the eval-mode network (no gradient reversal, no dropout, BatchNorm with running statistics)
-as one self-contained ``.onnx`` file with a dynamic batch axis. Everything a server needs to preprocess inputs
-exactly like training did travels in the model's metadata.
+as one self-contained ``.onnx`` file with a dynamic batch axis. Beside the logits it outputs what production needs to
+watch for domain shift (`tada.serving.shift`): the class probabilities, the prediction entropy, the global
+discriminator's domain probability (methods that have one) and the bottleneck features' distance from the target
+domain. Everything a server needs to preprocess inputs exactly like training did, the output names and the shift
+reference travel in the model's metadata.
 """
 
 from __future__ import annotations
@@ -17,21 +20,65 @@ from torch import nn
 
 from tada.config import Config
 from tada.io import atomic_path
+from tada.losses import prediction_entropy
 from tada.models.network import TadaNet
+from tada.serving.model_info import (
+    DOMAIN_PROBABILITY,
+    ENTROPY,
+    FEATURE_DISTANCE,
+    INPUT,
+    LOGITS,
+    PROBABILITIES,
+)
+from tada.serving.shift import calibrate, ledoit_wolf, whitening
 
-INPUT_NAME, LOGITS = "image", "logits"
+INPUT_NAME = INPUT
 NORMALISATION = {"scale": 1 / 127.5, "offset": -1.0}  # x = pixel / 127.5 - 1, as tada.data.task.to_tensor
 
 
 class InferenceGraph(nn.Module):
-    """What is exported: image batch ``(B, C, S, S)`` float32 in [-1, 1] -> logits ``(B, classes)``."""
+    """What is exported: image batch ``(B, C, S, S)`` float32 in [-1, 1] -> a tuple, in ``output_names`` order:
 
-    def __init__(self, model: TadaNet) -> None:
+    - ``logits (B, classes)``, ``probabilities (B, classes)`` (softmax), ``entropy (B,)`` in nats;
+    - ``domain_probability (B,)``: ``sigmoid`` of the global discriminator's logit ("source image"), when the
+      method has a global discriminator;
+    - ``feature_distance (B,)``: ``||(f - mu) W||^2 / dim`` for the bottleneck features ``f``, when a feature
+      reference ``(mu, W)`` is given (`fit_feature_reference`): the squared Mahalanobis distance from the target
+      features per dimension.
+
+    Args:
+        model: the trained network (set to eval mode by the caller).
+        feature_reference: ``(mu (dim,), W (dim, dim))``, or None for no ``feature_distance`` output.
+    """
+
+    def __init__(self, model: TadaNet, feature_reference: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.output_names = [LOGITS, PROBABILITIES, ENTROPY]
+        if model.domain_discriminator is not None:
+            self.output_names.append(DOMAIN_PROBABILITY)
+        mean, whiten = (None, None) if feature_reference is None else (
+            torch.tensor(np.array(a, dtype=np.float32)) for a in feature_reference)
+        self.register_buffer("feature_mean", mean)
+        self.register_buffer("feature_whitening", whiten)
+        if feature_reference is not None:
+            self.output_names.append(FEATURE_DISTANCE)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image).logits
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(image)
+        outputs = [out.logits, torch.softmax(out.logits, dim=1), prediction_entropy(out.logits)]
+        if out.domain_logits is not None:
+            outputs.append(torch.sigmoid(out.domain_logits))
+        if self.feature_mean is not None:
+            z = (out.features - self.feature_mean) @ self.feature_whitening  # (B, dim), whitened
+            outputs.append(z.square().mean(dim=1))
+        return tuple(outputs)
+
+    @torch.no_grad()
+    def outputs(self, images: torch.Tensor, batch_size: int = 64) -> dict[str, torch.Tensor]:
+        """Every output for ``images (N, C, S, S)``, by name, in batches."""
+        parts = [self(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
+        return {name: torch.cat([p[k] for p in parts]) for k, name in enumerate(self.output_names)}
 
 
 class ExportError(RuntimeError):
@@ -42,12 +89,25 @@ def metadata(config: Config, classes: tuple[str, ...], in_channels: int) -> dict
     return {
         "tada.classes": json.dumps(list(classes)),
         "tada.input_size": json.dumps([in_channels, config.data.image_size, config.data.image_size]),
+        # evaluation's preprocessing: resize to L x L, then the central S x S window (L = S: no crop)
+        "tada.load_size": json.dumps(config.data.load_size or config.data.image_size),
         "tada.color_mode": "L" if in_channels == 1 else "RGB",
         "tada.normalisation": json.dumps(NORMALISATION),
         "tada.method": config.method.name,
         "tada.backbone": config.model.backbone,
         "tada.params_hash": config.digest(),
     }
+
+
+@torch.no_grad()
+def fit_feature_reference(model: TadaNet, images: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, ...]:
+    """``(mu, W)`` of the bottleneck features of ``images`` (the unlabelled target training images): their mean
+    and the whitening of their Ledoit-Wolf covariance (`tada.serving.shift.ledoit_wolf`)."""
+    from tada.evaluate import predict
+
+    features = predict(model, images, batch_size)["features"].double().numpy()
+    mean, covariance = ledoit_wolf(features)
+    return mean, whitening(covariance)
 
 
 def export_verified(
@@ -58,15 +118,31 @@ def export_verified(
     meta: dict[str, str],
     batch_sizes: tuple[int, ...],
     tolerance: float,
+    *,
+    fit_images: torch.Tensor | None = None,
+    calibration_images: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Export ``model`` to one ``.onnx`` file and check it against PyTorch with onnxruntime on ``images``.
+    """Export ``model`` to one ``.onnx`` file and check every output against PyTorch with onnxruntime on ``images``.
+
+    With ``fit_images`` (unlabelled target training images) the graph gets the ``feature_distance`` output; with
+    ``calibration_images`` (held-out target images) the shift reference (`tada.serving.shift.calibrate`) is measured
+    on them and stored as ``tada.shift_reference``. The output names go in ``tada.outputs``.
 
     The file only appears at ``path`` once the parity check passed; otherwise `ExportError` is raised, with the
-    parity report attached, and the previous file (if any) is left as it was.
+    parity report attached, and the previous file (if any) is left as it was. Returns the parity report with the
+    output names and the metadata written.
     """
     import onnx
 
-    graph = InferenceGraph(model).eval()
+    if fit_images is not None and calibration_images is None:
+        raise ValueError("fit_images needs calibration_images: the feature distance is only used by the shift score")
+    model.eval()
+    reference = None if fit_images is None else fit_feature_reference(model, fit_images)
+    graph = InferenceGraph(model, reference).eval()
+    meta = {**meta, "tada.outputs": json.dumps(graph.output_names)}
+    if calibration_images is not None:
+        signals = {k: v.double().numpy() for k, v in graph.outputs(calibration_images).items()}
+        meta["tada.shift_reference"] = json.dumps(calibrate(signals))
     with atomic_path(path) as tmp:
         with torch.no_grad():
             program = torch.onnx.export(
@@ -76,7 +152,7 @@ def export_verified(
                 external_data=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[LOGITS],
+                output_names=graph.output_names,
                 dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
                 verbose=False,
             )
@@ -86,14 +162,15 @@ def export_verified(
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto, full_check=True)
         onnx.save_model(proto, str(tmp))
-        parity = check_parity(tmp, model, images, batch_sizes, tolerance)
+        parity = check_parity(tmp, graph, images, batch_sizes, tolerance)
         if not parity["passed"]:
             error = ExportError(f"ONNX parity check failed (tolerance {tolerance}): "
-                                + "; ".join(f"batch {c['batch_size']}: max |diff| {c['max_abs_diff']:.2e}, "
+                                + "; ".join(f"batch {c['batch_size']}: max |diff| {c['max_abs_diff']:.2e} "
+                                            f"({', '.join(f'{k} {v:.1e}' for k, v in c['outputs'].items())}), "
                                             f"argmax identical {c['argmax_identical']}" for c in parity["checks"]))
             error.report = parity
             raise error
-    return parity
+    return {**parity, "outputs": graph.output_names, "metadata": meta}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -103,24 +180,26 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def check_parity(
-    path: str | Path, model: TadaNet, images: torch.Tensor, batch_sizes: tuple[int, ...], tolerance: float
+    path: str | Path, graph: InferenceGraph, images: torch.Tensor, batch_sizes: tuple[int, ...], tolerance: float
 ) -> dict[str, Any]:
-    """Compare onnxruntime with PyTorch on ``images`` at each batch size: max |logit difference| and argmax."""
+    """Compare onnxruntime with PyTorch on ``images`` at each batch size: max |difference| of every output (the
+    check's ``max_abs_diff`` is the largest, ``outputs`` has each) and identical argmax of the logits."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model.eval()
+    graph.eval()
     checks = []
     for batch_size in batch_sizes:
         if images.shape[0] < batch_size:
             raise ExportError(f"parity check needs {batch_size} images, only {images.shape[0]} available")
         batch = images[:batch_size]
         with torch.no_grad():
-            expected = model(batch).logits.numpy()
-        got = session.run([LOGITS], {INPUT_NAME: batch.numpy().astype(np.float32)})[0]
-        diff = float(np.abs(got - expected).max())
-        same_argmax = bool((got.argmax(1) == expected.argmax(1)).all())
+            expected = [t.numpy() for t in graph(batch)]
+        got = session.run(graph.output_names, {INPUT_NAME: batch.numpy().astype(np.float32)})
+        diffs = {name: float(np.abs(g - e).max()) for name, g, e in zip(graph.output_names, got, expected, strict=True)}
+        same_argmax = bool((got[0].argmax(1) == expected[0].argmax(1)).all())
+        diff = max(diffs.values())
         checks.append({"batch_size": batch_size, "max_abs_diff": diff, "argmax_identical": same_argmax,
-                       "passed": diff <= tolerance and same_argmax})
+                       "passed": diff <= tolerance and same_argmax, "outputs": diffs})
     return {"tolerance": tolerance, "passed": all(c["passed"] for c in checks), "checks": checks,
             "onnxruntime": ort.__version__}

@@ -30,16 +30,25 @@ def test_exported_model_matches_pytorch_at_batch_1_and_32(model, tiny_config, tm
     proto = onnx.load(str(path))
     initialisers = " ".join(i.name for i in proto.graph.initializer)
     assert "region_discriminators" in initialisers  # the local attention is part of inference
-    assert "domain_discriminator" not in initialisers  # the global discriminator is training-only
+    assert "domain_discriminator" in initialisers  # its probability is an output, for the shift score
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
     meta = read_metadata(path)
     assert json.loads(meta["tada.classes"]) == list("0123456789")
     assert json.loads(meta["tada.input_size"]) == [1, 28, 28] and meta["tada.method"] == "tada"
     assert meta["tada.params_hash"] == tiny_config.digest()
+    names = ["logits", "probabilities", "entropy", "domain_probability"]
+    assert json.loads(meta["tada.outputs"]) == names == [o.name for o in proto.graph.output]
+    assert report["outputs"] == names and set(report["checks"][1]["outputs"]) == set(names)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = session.run(None, {"image": images[:5].numpy()})[0]
-    assert out.shape == (5, 10)
-    np.testing.assert_allclose(out, model(images[:5]).logits.detach().numpy(), atol=1e-4)
+    logits, probabilities, entropy, domain = session.run(None, {"image": images[:5].numpy()})
+    assert logits.shape == probabilities.shape == (5, 10) and entropy.shape == domain.shape == (5,)
+    with torch.no_grad():
+        out = model(images[:5])
+    np.testing.assert_allclose(logits, out.logits.numpy(), atol=1e-4)
+    p = torch.softmax(out.logits, 1)
+    np.testing.assert_allclose(probabilities, p.numpy(), atol=1e-6)
+    np.testing.assert_allclose(entropy, -(p * p.log()).sum(1).numpy(), atol=1e-5)  # natural log
+    np.testing.assert_allclose(domain, torch.sigmoid(out.domain_logits).numpy(), atol=1e-6)
 
 
 def test_failed_parity_leaves_the_previous_model_untouched(model, tiny_config, tmp_path, monkeypatch):
@@ -51,16 +60,16 @@ def test_failed_parity_leaves_the_previous_model_untouched(model, tiny_config, t
 
     honest = export.check_parity
 
-    def drifted(path_, model_, images_, batch_sizes, tolerance):
+    def drifted(path_, graph_, images_, batch_sizes, tolerance):
         with torch.no_grad():  # the PyTorch model no longer matches what was just exported
-            model_.classifier.bias.add_(0.5)
-        return honest(path_, model_, images_, batch_sizes, tolerance)
+            graph_.model.classifier.bias.add_(0.5)
+        return honest(path_, graph_, images_, batch_sizes, tolerance)
 
     monkeypatch.setattr(export, "check_parity", drifted)
     with pytest.raises(ExportError, match="parity check failed") as excinfo:
         export_verified(model, images, path, 18, meta, (1, 32), 1e-4)
     assert excinfo.value.report["passed"] is False
-    assert excinfo.value.report["checks"][0]["max_abs_diff"] == pytest.approx(0.5, abs=1e-4)
+    assert excinfo.value.report["checks"][0]["outputs"]["logits"] == pytest.approx(0.5, abs=1e-4)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
@@ -78,3 +87,60 @@ def test_metadata_normalisation_is_the_training_preprocessing(tiny_config):
     pixels = np.array([[[0, 64, 128, 255]]], dtype=np.uint8)
     norm = json.loads(metadata(tiny_config, ("a", "b"), 1)["tada.normalisation"])
     np.testing.assert_allclose(pixels * norm["scale"] + norm["offset"], to_tensor(pixels)[0].numpy(), atol=1e-6)
+
+
+def test_source_only_has_no_domain_probability(tiny_config, tmp_path):
+    config = tiny_config.replace({"method.name": "source_only"})
+    net = build_model(config, num_classes=10, in_channels=1).eval()
+    report = export_verified(net, torch.rand(2, 1, 28, 28), tmp_path / "m.onnx", 18,
+                             metadata(config, tuple("0123456789"), 1), (1, 2), 1e-4)
+    assert report["outputs"] == ["logits", "probabilities", "entropy"]
+    assert "tada.shift_reference" not in read_metadata(tmp_path / "m.onnx")
+
+
+def test_shift_reference_is_measured_on_the_calibration_images(model, tiny_config, tmp_path):
+    from tada.export import InferenceGraph
+    from tada.serving.shift import ledoit_wolf, shift_scores
+
+    torch.manual_seed(1)
+    fit, calibration = torch.rand(64, 1, 28, 28) * 2 - 1, torch.rand(40, 1, 28, 28) * 2 - 1
+    path = tmp_path / "model.onnx"
+    report = export_verified(model, calibration, path, 18, metadata(tiny_config, tuple("0123456789"), 1), (1, 32),
+                             1e-4, fit_images=fit, calibration_images=calibration)
+    assert report["outputs"][-2:] == ["domain_probability", "feature_distance"]
+    assert all(c["outputs"]["feature_distance"] <= 1e-4 for c in report["checks"])  # parity on every output
+    reference = json.loads(read_metadata(path)["tada.shift_reference"])
+    assert reference["signals"] == ["domain_probability", "entropy", "feature_distance"]
+    assert reference["calibration_images"] == 40
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = dict(zip(report["outputs"], session.run(None, {"image": calibration.numpy()}), strict=True))
+    signals = np.stack([outputs[s] for s in reference["signals"]], axis=1).astype(np.float64)
+    np.testing.assert_allclose(reference["mean"], signals.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(reference["std"], signals.std(0), rtol=1e-3)
+    scores = shift_scores(signals, reference)
+    assert np.mean(scores**2) == pytest.approx(1.0, abs=1e-3)  # standardised on these very images
+    assert reference["threshold"] == pytest.approx(np.quantile(scores, 0.99), rel=1e-3)
+
+    # feature_distance = (f - mu)^T Sigma^-1 (f - mu) / dim, mu and Sigma (Ledoit-Wolf) of the fit images' features
+    graph = InferenceGraph(model, export.fit_feature_reference(model, fit)).eval()
+    with torch.no_grad():
+        features = model(fit).features.double().numpy()
+    mean, covariance = ledoit_wolf(features)
+    d = features - mean
+    expected = np.einsum("ni,ij,nj->n", d, np.linalg.inv(covariance), d) / features.shape[1]
+    np.testing.assert_allclose(graph.outputs(fit)["feature_distance"].numpy(), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_feature_distance_needs_a_calibration_set(model, tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="needs calibration_images"):
+        export_verified(model, torch.rand(2, 1, 28, 28), tmp_path / "m.onnx", 18,
+                        metadata(tiny_config, tuple("0123456789"), 1), (1,), 1e-4, fit_images=torch.rand(8, 1, 28, 28))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_metadata_records_the_evaluation_resize_and_crop(tiny_config):
+    assert json.loads(metadata(tiny_config, ("a", "b"), 1)["tada.load_size"]) == 28  # no crop
+    cropped = tiny_config.replace({"data.load_size": 32})
+    meta = metadata(cropped, ("a", "b"), 1)
+    assert json.loads(meta["tada.load_size"]) == 32 and json.loads(meta["tada.input_size"]) == [1, 28, 28]

@@ -1,0 +1,222 @@
+"""The HTTP service: FastAPI over a `Predictor`.
+
+- ``POST /predict``: ``multipart/form-data`` with one or more image files (field ``images``; any field name holding
+  a file is accepted, in order) -> one prediction per image with its shift score.
+- ``GET /health``: liveness, plus the rolling shift summary and its alert.
+- ``GET /metadata``: what the model says about itself and the service's limits.
+- ``GET /metrics``: Prometheus text format (`tada.serving.metrics`).
+
+Bad input never reaches the model: each case has its own status and ``error`` code, and a message naming the image
+(index and filename) and the limit: 415 ``wrong_content_type`` (the request is not multipart, or a part declares a
+non-image type), 413 ``body_too_large`` / ``too_many_images`` / ``image_too_large``, 422 ``not_an_image`` /
+``corrupt_image``, 400 ``no_images`` / ``malformed_multipart`` / ``unexpected_field`` / ``bad_content_length``.
+Anything unexpected is a 500 with a JSON body; the server keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope, Send
+
+from tada import __version__
+from tada.serving.images import ImageError, ImageTooLargeError
+from tada.serving.metrics import ServiceMetrics
+from tada.serving.predictor import Predictor
+from tada.serving.settings import ServeSettings
+from tada.serving.shift import ShiftMonitor
+
+log = logging.getLogger("tada.serving")
+IMAGE_TYPES = ("image/", "application/octet-stream")  # what a part may declare (clients send the latter by default)
+MIN_IMAGES_FOR_ALERT = 20  # a window of a handful of images says nothing about the traffic
+
+
+class Rejection(Exception):
+    """A 4xx answer: ``status``, a stable ``code`` for clients and metrics, and a message for people."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
+    """The service around ``predictor``, wrapped in `ObservedApp` (request metrics, last-resort error handling)."""
+    info = predictor.info
+    reference = info.shift_reference
+    threshold = settings.shift_threshold or (reference["threshold"] if reference else None)
+    monitor = ShiftMonitor(settings.shift_window, threshold) if threshold is not None else None
+
+    def alert() -> bool:
+        if monitor is None:
+            return False
+        s = monitor.summary()
+        return s["images"] >= min(MIN_IMAGES_FOR_ALERT, settings.shift_window) and (
+            s["fraction_above"] > settings.shift_alert_fraction)
+
+    metrics = ServiceMetrics(monitor, alert)
+    started = time.time()
+    app = FastAPI(title="TADA inference", version=__version__,
+                  description="Predictions of an exported TADA model with onnxruntime, and domain-shift monitoring.")
+    app.state.predictor, app.state.settings, app.state.monitor = predictor, settings, monitor
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            parts = await _read_images(request, settings)
+            predictions = await anyio.to_thread.run_sync(_predict, predictor, parts)
+        except Rejection as r:
+            metrics.rejected.labels(r.code).inc()
+            return JSONResponse({"error": r.code, "detail": r.detail}, status_code=r.status)
+        scores = [p.shift_score for p in predictions if p.shift_score is not None]
+        if monitor is not None and scores:
+            monitor.add(scores)
+            for s in scores:
+                metrics.shift.observe(s)
+        metrics.images.inc(len(predictions))
+        for p in predictions:
+            metrics.labels.labels(p.label).inc()
+        body = [{"filename": name, **p.to_dict(),
+                 "shifted": None if p.shift_score is None or threshold is None else p.shift_score > threshold}
+                for (name, _), p in zip(parts, predictions, strict=True)]
+        return JSONResponse({"predictions": body, "shift_threshold": threshold})
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        shift = None if monitor is None else {**monitor.summary(), "alert": alert(),
+                                              "alert_fraction": settings.shift_alert_fraction}
+        return {"status": "ok", "model": predictor.path.name, "uptime_s": round(time.time() - started, 1),
+                "shift": shift}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        limits = {k: getattr(settings, k) for k in ("max_images", "max_body_bytes", "max_pixels", "batch_size",
+                                                     "top_k", "intra_op_threads", "shift_window",
+                                                     "shift_alert_fraction")}
+        return {"model": info.to_dict(), "service": {**limits, "shift_threshold": threshold, "version": __version__}}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # logged by ObservedApp
+        return JSONResponse({"error": "internal_error", "detail": "unexpected server error (logged)"}, status_code=500)
+
+    return ObservedApp(app, metrics)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejection(400, "bad_content_length", f"Content-Length must be a number of bytes, got {declared!r}")
+        if int(declared) > limit:
+            raise Rejection(413, "body_too_large", f"request body of {declared} bytes is over the limit of {limit} "
+                                                   "bytes: send fewer or smaller images per request")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # a chunked upload, or a body longer than it declared
+                raise Rejection(413, "body_too_large", f"request body over the limit of {limit} bytes: send fewer "
+                                                       "or smaller images per request")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Rejection(400, "client_disconnected", "the client closed the connection mid-request") from None
+    return b"".join(chunks)
+
+
+async def _read_images(request: Request, settings: ServeSettings) -> list[tuple[str, bytes]]:
+    """``(filename, bytes)`` of each file part, checked against the limits; `Rejection` otherwise."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        raise Rejection(415, "wrong_content_type", "POST /predict takes multipart/form-data with image files in the "
+                        f"field 'images' (curl -F images=@digit.png), got Content-Type {content_type or '(none)'!r}")
+    body = await _read_body(request, settings.max_body_bytes)
+
+    async def replay() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, replay(), max_files=10_000, max_fields=1_000).parse()
+    except MultiPartException as e:
+        raise Rejection(400, "malformed_multipart", f"malformed multipart body: {e}") from None
+    try:
+        files: list[tuple[str, UploadFile]] = []
+        for field, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                raise Rejection(400, "unexpected_field", f"form field {field!r} is not a file: send images as files "
+                                "(curl -F images=@digit.png)")
+            files.append((field, value))
+        if not files:
+            raise Rejection(400, "no_images", "no image in the request: send one or more files in the field 'images'")
+        if len(files) > settings.max_images:
+            raise Rejection(413, "too_many_images", f"too many images: {len(files)} in this request, at most "
+                            f"{settings.max_images} per request")
+        parts = []
+        for i, (_, upload) in enumerate(files):
+            declared = (upload.content_type or "application/octet-stream").lower()
+            if not declared.startswith(IMAGE_TYPES):
+                raise Rejection(415, "wrong_content_type", f"image {i} ({upload.filename!r}): content type "
+                                f"{declared!r} is not an image type (image/png, image/jpeg, ...)")
+            parts.append((upload.filename or f"image-{i}", await upload.read()))
+        return parts
+    finally:
+        await form.close()
+
+
+def _predict(predictor: Predictor, parts: list[tuple[str, bytes]]) -> list:
+    pixels = []
+    for i, (name, data) in enumerate(parts):
+        try:
+            pixels.append(predictor.decode(data))
+        except ImageError as e:
+            status = 413 if isinstance(e, ImageTooLargeError) else 422
+            raise Rejection(status, e.code, f"image {i} ({name!r}): {e}") from None
+    return predictor.predict_arrays(np.stack(pixels))
+
+
+class ObservedApp:
+    """Outermost ASGI layer: counts and times every HTTP request by route, and turns an unexpected exception into a
+    JSON 500 (logged) so that one bad request never takes the server down."""
+
+    def __init__(self, app: FastAPI, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+        started = False
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            if not started:
+                response = JSONResponse({"error": "internal_error", "detail": "unexpected server error (logged)"},
+                                        status_code=500)
+                await response(scope, receive, send)
+        route = scope.get("route")
+        endpoint = getattr(route, "path", "other")  # unknown paths share one label: no cardinality blow-up
+        self.metrics.observe_request(endpoint, scope["method"], status, time.perf_counter() - start)
+

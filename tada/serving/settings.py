@@ -1,0 +1,98 @@
+"""The service's settings: command-line flags over ``TADA_*`` environment variables over defaults.
+
+| setting | variable | default | |
+|---|---|---|---|
+| model | ``TADA_MODEL`` | ``models/model.onnx`` | the exported model |
+| host, port | ``TADA_HOST``, ``TADA_PORT`` | ``127.0.0.1``, ``8000`` | the image sets ``0.0.0.0`` |
+| max_images | ``TADA_MAX_IMAGES`` | 32 | images per request |
+| max_body_bytes | ``TADA_MAX_BODY_BYTES`` | 8 MiB | request body |
+| max_pixels | ``TADA_MAX_PIXELS`` | 4096 x 4096 | decoded width x height per image |
+| intra_op_threads | ``TADA_INTRA_OP_THREADS`` | 1 | onnxruntime threads per request; requests run in parallel |
+| batch_size | ``TADA_BATCH_SIZE`` | 32 | images per onnxruntime call |
+| top_k | ``TADA_TOP_K`` | 3 | classes listed per image |
+| shift_window | ``TADA_SHIFT_WINDOW`` | 1000 | images in the rolling shift summary |
+| shift_threshold | ``TADA_SHIFT_THRESHOLD`` | the model's | score above which an image counts as shifted |
+| shift_alert_fraction | ``TADA_SHIFT_ALERT_FRACTION`` | 0.05 | window fraction above it that raises the alert |
+| access_log | ``TADA_ACCESS_LOG`` | false | uvicorn's per-request log lines |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting is not of its type or out of range; the message names the variable or flag."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model: Path = Path("models/model.onnx")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_images: int = 32
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    intra_op_threads: int = 1
+    batch_size: int = 32
+    top_k: int = 3
+    shift_window: int = 1000
+    shift_threshold: float | None = None
+    shift_alert_fraction: float = 0.05
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        minimum = {"port": 0, "max_images": 1, "max_body_bytes": 1, "max_pixels": 1, "intra_op_threads": 0,
+                   "batch_size": 1, "top_k": 1, "shift_window": 1}
+        for name, low in minimum.items():
+            if getattr(self, name) < low:
+                raise SettingsError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.port > 65535:
+            raise SettingsError(f"port must be <= 65535, got {self.port}")
+        if self.shift_threshold is not None and self.shift_threshold <= 0:
+            raise SettingsError(f"shift_threshold must be > 0, got {self.shift_threshold}")
+        if not 0 < self.shift_alert_fraction <= 1:
+            raise SettingsError(f"shift_alert_fraction must be in (0, 1], got {self.shift_alert_fraction}")
+
+
+def env_name(field: str) -> str:
+    return f"TADA_{field.upper()}"
+
+
+def _convert(field: dataclasses.Field, text: str, source: str) -> Any:
+    kind = str(field.type)
+    try:
+        if kind == "Path":
+            return Path(text)
+        if kind == "bool":
+            if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError
+            return text.lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+        return text
+    except ValueError:
+        words = {"bool": "true or false", "int": "an integer"}.get(kind, "a number")
+        raise SettingsError(f"{source} must be {words}, got {text!r}") from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> ServeSettings:
+    """Defaults, then ``TADA_*`` variables of ``environ`` (``os.environ``), then ``overrides`` that are not None
+    (the command-line flags). Raises `SettingsError` naming the variable or setting."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(ServeSettings):
+        name = env_name(field.name)
+        if environ.get(name, "") != "":
+            values[field.name] = _convert(field, environ[name], name)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return ServeSettings(**values)
