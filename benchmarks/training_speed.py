@@ -6,6 +6,7 @@ takes (one forward of source + target, the method's loss terms, backward, SGD st
 warm-up steps. The K region discriminators are one batched einsum per layer (`tada.models.discriminators`).
 
     python benchmarks/training_speed.py                       # LeNet at 32 px and ResNet-50 at 224 px, on the CPU
+                                                              # (region discriminators 1024 and 256 wide)
     python benchmarks/training_speed.py --setups lenet32      # just one
 """
 
@@ -29,6 +30,9 @@ SETUPS = {  # name: (params overrides, warm-up steps, timed steps)
     "resnet50_224": ({"model.backbone": "resnet50", "data.image_size": 224, "data.color_mode": "RGB",
                       "train.batch_size": 4, "model.region_discriminator_hidden": 1024,
                       "optim.backbone_lr_mult": 0.1}, 2, 4),
+    "resnet50_224_w256": ({"model.backbone": "resnet50", "data.image_size": 224, "data.color_mode": "RGB",
+                           "train.batch_size": 4, "model.region_discriminator_hidden": 256,
+                           "optim.backbone_lr_mult": 0.1}, 2, 4),
 }
 
 
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for setup, by_method in results.items():
         for method, r in by_method.items():
             lines.append(f"| {setup} | {method} | {r['ms_per_step']:.1f} | {r['it_per_s']:.2f} | "
-                         f"{r['peak_rss_mb']:.0f} | {r['parameters_m']:.1f} | {r['regions'] or '—'} |")
+                         f"{r['peak_rss_mb']:.0f} | {r['parameters_m']:.2f} | {r['regions'] or '—'} |")
         ratio = by_method["tada"]["ms_per_step"] / by_method["dann"]["ms_per_step"]
         by_method["tada_over_dann"] = ratio
         verdicts.append(f"{setup}: TADA step = {ratio:.2f}x DANN step (target <= {args.target}: "
