@@ -93,6 +93,7 @@ class DataConfig:
     archive_dir: str | None = None  # a local directory holding the archives (air-gapped machines)
     folder: FolderConfig = field(default_factory=FolderConfig)
     num_workers: int = field(default=2, metadata=_check(ge=0, le=64))  # threads decoding images when loading
+    decoded_cache: str | None = ".cache/decoded"  # decoded pixels, memory-mapped (None: decode into memory)
 
     def __post_init__(self) -> None:
         if self.load_size and self.load_size < self.image_size:

@@ -14,8 +14,9 @@ from tada.models.network import TadaNet
 
 
 @torch.no_grad()
-def predict(model: TadaNet, images: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """Eval-mode forward over ``images (N, C, H, W)`` in batches.
+def predict(model: TadaNet, images: torch.Tensor | np.ndarray, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """Eval-mode forward over ``images``, float ``(N, C, H, W)`` or uint8 ``(N, H, W[, 3])`` (converted batch by
+    batch, so a large or memory-mapped set is never all in memory as floats), in batches.
 
     Returns:
         ``logits (N, classes)``, ``features (N, bottleneck)`` and, where the model has them,
@@ -26,7 +27,9 @@ def predict(model: TadaNet, images: torch.Tensor, batch_size: int = 512) -> dict
     device = next(model.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, images.shape[0], batch_size):
-        out = model(images[start : start + batch_size].to(device))
+        chunk = images[start : start + batch_size]
+        chunk = to_tensor(chunk) if isinstance(chunk, np.ndarray) else chunk
+        out = model(chunk.to(device))
         for name in ("logits", "features", "local_attention", "domain_logits"):
             value = getattr(out, name)
             if value is not None:
@@ -57,7 +60,7 @@ def heldout_accuracy(model: TadaNet, task: DomainTask, batch_size: int = 512) ->
     for name, split in (("source_accuracy", task.source_test), ("target_accuracy", task.target_test)):
         if split is None:
             continue
-        logits = predict(model, to_tensor(split.images), batch_size)["logits"]
+        logits = predict(model, split.images, batch_size)["logits"]
         metrics[name] = accuracy(logits, torch.from_numpy(split.labels))
     return metrics
 
@@ -84,7 +87,7 @@ def evaluation_report(
     # An unlabelled target without a test set is still shown (predictions, attention, features), just not scored.
     target_set = task.target_test if task.target_test is not None else ImageSet(
         center_crop(task.target_train.images, task.source_test.images.shape[1]), None)
-    source_x, target_x = to_tensor(task.source_test.images), to_tensor(target_set.images)
+    source_x, target_x = task.source_test.images, target_set.images  # uint8: `predict` converts batch by batch
     source_y, target_y = task.source_test.labels, target_set.labels
     src, tgt = predict(model, source_x, cfg.batch_size), predict(model, target_x, cfg.batch_size)
     target_pred = tgt["logits"].argmax(1).numpy()
@@ -130,7 +133,7 @@ def evaluation_report(
     attention = None
     if "local_attention" in tgt:
         with torch.no_grad():
-            h, w = model.eval().backbone(target_x[:1]).shape[2:]
+            h, w = model.eval().backbone(to_tensor(target_x[:1])).shape[2:]
         attention = tgt["local_attention"][shown].view(count, h, w).numpy()
     if target_y is not None:
         captions = [f"{classes[target_y[i]]} -> {classes[target_pred[i]]}" for i in shown]

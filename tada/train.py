@@ -23,7 +23,7 @@ import torch
 
 from tada.config import Config, OptimConfig
 from tada.data.loaders import BatchStream
-from tada.data.task import DomainTask, crop_batch, to_tensor
+from tada.data.task import DomainTask, crop_batch, uint8_to_input
 from tada.evaluate import evaluate
 from tada.io import atomic_path
 from tada.losses import total_loss
@@ -118,15 +118,15 @@ def train(
     net = dist.wrap(model, t.sync_batchnorm)  # what the step calls: DDP under torchrun, else the model itself
     generator = torch.Generator().manual_seed(t.seed)
     per_rank = t.batch_size // dist.world_size
-    source_x = _host(to_tensor(task.source_train.images), device, t.pin_memory)
+    # uint8 as loaded (in memory or memory-mapped: 4x smaller than float); each batch is indexed out and converted
+    # with `to_tensor`'s arithmetic
+    source_x, target_x = task.source_train.images, task.target_train.images
     source_y = torch.from_numpy(task.source_train.labels)
-    target_x = _host(to_tensor(task.target_train.images), device, t.pin_memory)
     source = BatchStream(len(source_x), per_rank, generator, dist.rank, dist.world_size)
     target = BatchStream(len(target_x), per_rank, generator, dist.rank, dist.world_size)
-    held_out = {"source_x": to_tensor(task.source_test.images), "source_y": torch.from_numpy(task.source_test.labels)}
-    if task.target_test is not None:
-        held_out |= {"target_x": to_tensor(task.target_test.images),
-                     "target_y": torch.from_numpy(task.target_test.labels)}
+    held_out = {"source_x": task.source_test.images, "source_y": torch.from_numpy(task.source_test.labels)}
+    if task.target_test is not None:  # uint8 arrays: `predict` converts them batch by batch
+        held_out |= {"target_x": task.target_test.images, "target_y": torch.from_numpy(task.target_test.labels)}
 
     result = TrainResult(model)
     rows: list[dict[str, float]] = []  # everything logged, in order (replayed on resume)
@@ -169,7 +169,8 @@ def train(
         model.set_grl_coeff(coeff)
 
         si, ti = source.next(), target.next()
-        x = crop_batch(torch.cat([source_x[si], target_x[ti]]), config.data.image_size, t.augment, generator)
+        x = torch.cat([_batch(source_x, si, device, t.pin_memory), _batch(target_x, ti, device, t.pin_memory)])
+        x = crop_batch(x, config.data.image_size, t.augment, generator)
         x, ys = x.to(device, non_blocking=True), source_y[si].to(device, non_blocking=True)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -217,8 +218,10 @@ def train(
     return result
 
 
-def _host(x: torch.Tensor, device: torch.device, pin: bool) -> torch.Tensor:
-    return x.pin_memory() if pin and device.type == "cuda" else x
+def _batch(images: np.ndarray, idx: torch.Tensor, device: torch.device, pin: bool) -> torch.Tensor:
+    """One batch of uint8 images as network input (page-locked for an asynchronous copy to the GPU)."""
+    x = torch.from_numpy(images[idx.numpy()])  # fancy indexing copies just the batch, even from a memory map
+    return uint8_to_input(x.pin_memory() if pin and device.type == "cuda" else x)
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:

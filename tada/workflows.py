@@ -72,7 +72,7 @@ def benchmark_splits(
 def load_fetched_task(config: Config, root: str | Path) -> DomainTask:
     """The task from a fetched dataset, images as ``data.color_mode`` at ``data.image_size``."""
     return load_task(root, config.data.image_size, config.data.color_mode, config.data.load_size,
-                     config.data.num_workers)
+                     config.data.num_workers, config.data.decoded_cache)
 
 
 def train_and_save(

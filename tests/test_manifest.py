@@ -54,3 +54,27 @@ def test_a_failed_write_leaves_the_previous_dataset(tmp_path, tiny_config, monke
 def test_missing_manifest_says_to_run_fetch(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the fetch stage first"):
         read_manifest(tmp_path)
+
+
+def test_decoded_pixels_are_cached_memory_mapped_and_keyed_by_the_manifest(tmp_path, tiny_config, monkeypatch):
+    from tada.data import manifest
+
+    write_dataset(build_task(tiny_config), tmp_path / "data")
+    plain = manifest.load_task(tmp_path / "data", 28)
+    cached = manifest.load_task(tmp_path / "data", 28, cache_dir=tmp_path / "cache", num_workers=2)
+    [key] = list((tmp_path / "cache").iterdir())
+    assert sorted(p.name for p in key.iterdir()) == ["source_test.npy", "source_train.npy", "target_test.npy",
+                                                     "target_train.npy"]
+    for name in ("source_train", "source_test", "target_train", "target_test"):
+        a, b = getattr(plain, name), getattr(cached, name)
+        assert isinstance(b.images, np.memmap) and np.array_equal(a.images, b.images)
+        assert (a.labels is None and b.labels is None) or np.array_equal(a.labels, b.labels)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(manifest, "load_image", no_decoding)
+    again = manifest.load_task(tmp_path / "data", 28, cache_dir=tmp_path / "cache")
+    assert np.array_equal(again.source_train.images, plain.source_train.images)
+    with pytest.raises(AssertionError, match="decoded again"):  # another size is another key
+        manifest.load_task(tmp_path / "data", 28, load_size=32, cache_dir=tmp_path / "cache")

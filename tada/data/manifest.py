@@ -29,7 +29,7 @@ from PIL import Image
 
 from tada.data.samples import Sample
 from tada.data.task import DomainTask, ImageSet, center_crop
-from tada.io import replace_dir, staging_dir
+from tada.io import atomic_path, replace_dir, staging_dir
 
 COLUMNS = ("path", "domain", "split", "label", "width", "height", "mode", "sha256")
 MANIFEST = "manifest.csv"
@@ -176,7 +176,12 @@ def load_image(path: Path, mode: str, size: int) -> np.ndarray:
 
 
 def load_task(
-    root: str | Path, image_size: int, mode: str = "L", load_size: int = 0, num_workers: int = 0
+    root: str | Path,
+    image_size: int,
+    mode: str = "L",
+    load_size: int = 0,
+    num_workers: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> DomainTask:
     """A `DomainTask` from a materialised dataset; the target's training labels are never used for training.
 
@@ -187,6 +192,11 @@ def load_task(
 
     With ``load_size`` (> ``image_size``) images are resized to it; training images stay that large (training crops
     them, `tada.data.task.crop_batch`) and test images are centre-cropped to ``image_size`` here.
+
+    With ``cache_dir`` the decoded pixels are kept as ``.npy`` files under ``cache_dir/<key>/`` (the key covers the
+    manifest, which holds every file's checksum, and the decoding settings) and memory-mapped: the train, evaluate and
+    export stages decode the images once between them, and a dataset larger than memory stays on disk, paged in as
+    batches are drawn. Each file is written completely under a temporary name, then renamed.
     """
     root = Path(root)
     rows, classes = read_manifest(root)
@@ -198,11 +208,34 @@ def load_task(
 
     size = load_size or image_size
     pool = ThreadPoolExecutor(num_workers) if num_workers > 0 else None  # Pillow decodes without the GIL
+    cache = None
+    if cache_dir is not None:
+        key = hashlib.sha256((root / MANIFEST).read_bytes() + f"|{mode}|{size}".encode()).hexdigest()[:16]
+        cache = Path(cache_dir) / key
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def decode_all(selected: list[ManifestRow], name: str) -> np.ndarray:
+        shape = (len(selected), size, size) if mode == "L" else (len(selected), size, size, 3)
+        if cache is not None and (cache / f"{name}.npy").is_file():
+            images = np.load(cache / f"{name}.npy", mmap_mode="r")
+            if images.shape == shape and images.dtype == np.uint8:
+                return images
+        decode = partial(load_image, mode=mode, size=size)
+        paths = [root / r.path for r in selected]
+        decoded = pool.map(decode, paths, chunksize=64) if pool else map(decode, paths)
+        if cache is None:
+            return np.stack(list(decoded))
+        with atomic_path(cache / f"{name}.npy") as tmp:  # filled image by image: never all in memory at once
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            for i, image in enumerate(decoded):
+                out[i] = image
+            out.flush()
+            del out
+        return np.load(cache / f"{name}.npy", mmap_mode="r")
 
     def image_set(selected: list[ManifestRow], labelled: bool, crop: bool = False) -> ImageSet:
-        paths = [root / r.path for r in selected]
-        decode = partial(load_image, mode=mode, size=size)
-        images = np.stack(list(pool.map(decode, paths, chunksize=64) if pool else map(decode, paths)))
+        domain, split = selected[0].domain, selected[0].split
+        images = decode_all(selected, f"{domain}_{split}")
         images = center_crop(images, image_size) if crop else images
         return ImageSet(images, np.array([index[r.label] for r in selected], dtype=np.int64) if labelled else None)
 

@@ -79,8 +79,14 @@ def build_default_task(cfg: DataConfig) -> DomainTask:
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W[, 3])`` -> float32 ``(N, C, H, W)`` scaled to [-1, 1]."""
-    x = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
+    """uint8 ``(N, H, W[, 3])`` -> float32 ``(N, C, H, W)`` scaled to [-1, 1] (a memory-mapped, read-only array is
+    read into memory first)."""
+    return uint8_to_input(torch.from_numpy(images if images.flags.writeable else np.array(images)))
+
+
+def uint8_to_input(images: torch.Tensor) -> torch.Tensor:
+    """`to_tensor` for a uint8 tensor (e.g. one batch indexed out of the images kept in memory)."""
+    x = images.float().div_(127.5).sub_(1.0)
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
