@@ -1,13 +1,14 @@
-"""DVC stage `evaluate`: metrics.json and the figures (confusion matrix, t-SNE, attention maps)."""
+"""DVC stage `evaluate`: metrics.json (the summary), evaluation.json (per class), and the figures."""
 
 from __future__ import annotations
 
 import sys
 
-from pipelines._paths import DATA, FIGURES, METRICS, MODEL, PARAMS
+from pipelines._paths import DATA, EVALUATION, FIGURES, METRICS, MODEL, PARAMS
 from tada.checkpoint import load_checkpoint
 from tada.config import ConfigError, load_config
-from tada.evaluate import evaluation_report
+from tada.evaluate import EvaluationSet, HeldOut, evaluate_heldout, evaluation_details, summary_metrics
+from tada.figures import evaluation_figures
 from tada.io import replace_dir, staging_dir, write_json_atomic
 from tada.workflows import load_fetched_task
 
@@ -15,17 +16,28 @@ from tada.workflows import load_fetched_task
 def main() -> int:
     try:
         params = load_config(PARAMS)
-        model, trained, _ = load_checkpoint(MODEL)
+        model, trained, payload = load_checkpoint(MODEL)
         task = load_fetched_task(trained, DATA)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
+    batch_size = params.evaluate.batch_size
+    # The validators as training computed them (its settings), so these numbers and training's agree.
+    metrics = evaluate_heldout(model, HeldOut.from_task(task, trained.validators.max_images), batch_size,
+                               trained.validators)
+    summary = summary_metrics(metrics, payload["selection"])
+    if payload["selection"]["rule"] != "last":  # the last iterate is always reported too
+        summary["last_iterate"] = summary_metrics(payload["last_metrics"])
+    outputs = EvaluationSet.predict(model, task, batch_size)
     with staging_dir(FIGURES) as staging:
-        metrics = evaluation_report(model, task, params.evaluate, trained.train.seed, staging, trained.method.name)
+        evaluation_figures(outputs, task.classes, params.evaluate, trained.train.seed, staging, trained.method.name)
         replace_dir(staging, FIGURES)
-    write_json_atomic(METRICS, metrics)
-    print(f"evaluate: target accuracy {metrics['target_accuracy']:.4f}, source {metrics['source_accuracy']:.4f} "
-          f"-> {METRICS}, {FIGURES}/")
+    write_json_atomic(EVALUATION, {**evaluation_details(outputs, task.classes), "atc_threshold":
+                                   metrics["atc_threshold"], "atc_score": trained.validators.atc_score})
+    write_json_atomic(METRICS, summary)
+    scores = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.4f}" for k in
+                       ("target_accuracy", "estimated_target_accuracy", "source_accuracy") if k in summary)
+    print(f"evaluate: {scores} -> {METRICS}, {EVALUATION}, {FIGURES}/")
     return 0
 
 

@@ -48,7 +48,7 @@ def main() -> int:
     else:
         fit, calibration = unlabelled[::2], unlabelled[1::2]
     images = to_tensor(np.ascontiguousarray(calibration[: max(cfg.parity_batch_sizes)]))  # real evaluation images
-    meta = metadata(trained, task.classes, payload["in_channels"])
+    meta = metadata(trained, task.classes, payload["in_channels"], payload.get("metrics"))
     try:
         report = export_verified(model, images, ONNX_MODEL, cfg.opset, meta, cfg.parity_batch_sizes,
                                  cfg.parity_tolerance, fit_images=to_tensor(spaced(fit, REFERENCE_IMAGES)),

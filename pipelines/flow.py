@@ -42,7 +42,7 @@ from pipelines._paths import (
     ONNX_MODEL,
     VALIDATION_REPORT,
 )
-from tada.config import Config, PromoteConfig, yaml_value
+from tada.config import Config, ConfigError, PromoteConfig, parse_overrides
 from tada.io import write_json_atomic
 from tada.orchestrate import STAGES, StageFailed, overridden_params, repro_stage, save_experiment, sync_remote
 from tada.promote import Candidate, ModelStore, quality_gate
@@ -86,14 +86,15 @@ def record_experiment(repo: str, name: str) -> str:
 def _evaluator(root: Path):
     def evaluate_production(checkpoint: Path) -> dict[str, float]:
         from tada.checkpoint import load_checkpoint
-        from tada.evaluate import heldout_accuracy
+        from tada.evaluate import HeldOut, evaluate_heldout
         from tada.workflows import load_fetched_task
 
         model, trained, payload = load_checkpoint(checkpoint)
         data = load_fetched_task(trained, root / DATA)
         if tuple(payload["classes"]) != data.classes:
             raise ValueError(f"its classes {payload['classes']} differ from the data's {list(data.classes)}")
-        return heldout_accuracy(model, data, trained.evaluate.batch_size)
+        return evaluate_heldout(model, HeldOut.from_task(data, trained.validators.max_images),
+                                trained.evaluate.batch_size, trained.validators)
 
     return evaluate_production
 
@@ -115,28 +116,40 @@ def _git_commit(root: Path) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f} %"
+def _number(metric: str, value: float | None) -> str:
+    """Accuracies as percentages, other validators as they are."""
+    if value is None:
+        return "—"
+    return f"{100 * value:.2f} %" if metric.endswith("accuracy") else f"{value:.4f}"
 
 
 def report_markdown(stages: list[dict[str, Any]], metrics: dict[str, Any], decision: dict[str, Any],
                     experiment: str | None) -> str:
     verdict = "**promoted**" if decision["promoted"] else "**not promoted**"
+    metric = decision["metric"]
+    labels = ("target labels (labelled target test images)" if decision["labels_used"] else
+              "no target label (a label-free validator)")
+    estimates = decision.get("estimates") or {}
     lines = [
         "# TADA retraining run", "",
         f"Method `{metrics.get('method', '?')}`" + (f", DVC experiment `{experiment}`" if experiment else ""), "",
         "| metric | value |", "|---|---|",
-        f"| target accuracy | {_percent(metrics.get('target_accuracy'))} |",
-        f"| source accuracy | {_percent(metrics.get('source_accuracy'))} |",
-        f"| target images | {metrics.get('target_images', '—')} |", "",
+        f"| target accuracy | {_number('target_accuracy', metrics.get('target_accuracy'))} |",
+        f"| estimated target accuracy (ATC, label-free) | "
+        f"{_number('accuracy', metrics.get('estimated_target_accuracy'))} |",
+        f"| source accuracy (held out) | {_number('source_accuracy', metrics.get('source_accuracy'))} |",
+        *(f"| {name} (validator) | {_number(name, value)} |"
+          for name, value in (metrics.get("validators") or {}).items()), "",
         "## Quality gate", "",
         f"{verdict}: {decision['reason']}", "",
-        f"| {decision['metric']} | value |", "|---|---|",
-        f"| candidate | {_percent(decision['candidate'])} |",
-        f"| production | {_percent(decision['production'])}"
-        + (f" ({decision['production_source']})" if decision["production_source"] else "") + " |",
-        f"| tolerance | {_percent(decision['tolerance'])} |",
-        f"| production release | `{decision['release']}` |", "",
+        f"Compared on `{metric}`, using {labels}.", "",
+        f"| {metric} | value | estimated target accuracy |", "|---|---|---|",
+        f"| candidate | {_number(metric, decision['candidate'])} | {_number('accuracy', estimates.get('candidate'))} |",
+        f"| production | {_number(metric, decision['production'])}"
+        + (f" ({decision['production_source']})" if decision["production_source"] else "")
+        + f" | {_number('accuracy', estimates.get('production'))} |",
+        f"| tolerance | {decision['tolerance']} | |",
+        f"| production release | `{decision['release']}` | |", "",
         "## Stages", "", "| stage | DVC | seconds |", "|---|---|---|",
         *(f"| {s['stage']} | {'ran' if s['ran'] else 'up to date'} | {s['seconds']:.1f} |" for s in stages),
     ]
@@ -212,12 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a params key for this run (YAML value), e.g. train.iterations=2000")
     parser.add_argument("--experiment-name")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml_value(value)
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ConfigError as e:
+        parser.error(f"--set: {e}")
     state = retrain(overrides=overrides or None, experiment_name=args.experiment_name, return_state=True)
     if not state.is_completed():
         print(f"tada-retrain: {state.message}", file=sys.stderr)

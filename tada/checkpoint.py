@@ -24,8 +24,13 @@ def save_checkpoint(
     in_channels: int,
     step: int,
     metrics: dict[str, float] | None = None,
+    selection: dict[str, Any] | None = None,
+    last_metrics: dict[str, float] | None = None,
 ) -> None:
-    """Write atomically: a killed save leaves the previous checkpoint intact."""
+    """Write atomically: a killed save leaves the previous checkpoint intact.
+
+    ``metrics`` are the evaluation of these weights (step ``step``); with ``train.select``, ``selection`` says how
+    they were chosen and ``last_metrics`` is the last iterate's evaluation."""
     payload = {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
@@ -34,6 +39,8 @@ def save_checkpoint(
         "in_channels": in_channels,
         "step": step,
         "metrics": metrics or {},
+        "selection": selection or {"rule": "last", "step": step},
+        "last_metrics": last_metrics or metrics or {},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -13,24 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tada.config import yaml_value
-
-
-def _parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"tada: --set expects KEY=VALUE (e.g. train.iterations=500), got {pair!r}")
-        overrides[key] = yaml_value(value)  # "500" -> 500, "true" -> True, "null" -> None
-    return overrides
-
 
 def _train(args: argparse.Namespace) -> int:
-    from tada.config import load_config
+    from tada.config import load_config, parse_overrides
     from tada.workflows import build_task, train_and_save
 
-    config = load_config(args.params, _parse_overrides(args.set))
+    config = load_config(args.params, parse_overrides(args.set))
 
     def log(row: dict[str, float]) -> None:
         if args.quiet:

@@ -23,6 +23,8 @@ import yaml
 DATASETS = ("synthetic_to_handwritten", "office31", "office_home", "image_clef", "visda2017", "digits", "folder")
 BACKBONES = ("dtn", "lenet", "resnet101", "resnet18", "resnet34", "resnet50")  # == backbones.available_backbones()
 METHODS = ("source_only", "dann", "tada", "tada_no_local", "tada_no_global")  # == methods.METHODS
+VALIDATORS = ("source_accuracy", "neg_entropy", "info_max", "snd", "bnm", "devn", "class_ami",
+              "estimated_target_accuracy")  # == validators.VALIDATORS, every one higher-is-better
 
 
 class _Loader(yaml.SafeLoader):
@@ -44,6 +46,21 @@ def yaml_value(text: str) -> Any:
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.iterations=500", "optim.lr=1e-3"]`` -> ``{"train.iterations": 500, "optim.lr": 0.001}``: each value
+    read as YAML 1.2 (`yaml_value`), as DVC's ``-S`` reads it. The keys are checked when the overrides are applied."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE (e.g. train.iterations=500), got {pair!r}")
+        try:
+            overrides[key] = yaml_value(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: {value!r} is not a YAML value ({e})") from None
+    return overrides
 
 
 def _check(**rules: Any) -> dict[str, Any]:
@@ -92,6 +109,7 @@ class DataConfig:
     mirror: str | None = None  # base URL serving the archives under their official file names
     archive_dir: str | None = None  # a local directory holding the archives (air-gapped machines)
     folder: FolderConfig = field(default_factory=FolderConfig)
+    source_val_fraction: float = field(default=0.1, metadata=_check(gt=0, le=0.5))  # held out, when no test split
     num_workers: int = field(default=2, metadata=_check(ge=0, le=64))  # threads decoding images when loading
     decoded_cache: str | None = ".cache/decoded"  # decoded pixels, memory-mapped (None: decode into memory)
 
@@ -167,6 +185,18 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for the convolutions (GPU)
     sync_batchnorm: bool = True  # with several GPU processes, BatchNorm statistics over the global batch
     pin_memory: bool = True  # page-locked host tensors for asynchronous copies to the GPU
+    # keep the evaluation snapshot with the best score of this label-free validator (last: the last iterate)
+    select: str = field(default="last", metadata=_check(choices=("last", *VALIDATORS)))
+
+
+@dataclass(frozen=True)
+class ValidatorsConfig:
+    """The label-free validators computed at every evaluation (`tada.validators`)."""
+
+    max_images: int = field(default=2048, metadata=_check(ge=16))  # per image set, evenly spaced
+    snd_temperature: float = field(default=0.05, metadata=_check(gt=0))
+    atc_score: str = field(default="negative_entropy", metadata=_check(choices=("negative_entropy",
+                                                                                 "max_confidence")))
 
 
 @dataclass(frozen=True)
@@ -218,10 +248,12 @@ class FlowConfig:
 @dataclass(frozen=True)
 class PromoteConfig:
     """The quality gate at the end of the flow: promote the candidate unless it is worse than production by more
-    than ``tolerance`` on ``metric`` (a key of ``reports/metrics.json``, higher is better)."""
+    than ``tolerance`` on ``metric`` (higher is better). ``auto``: the target accuracy when the target has labelled
+    test images, else ``label_free_metric`` (a validator: no target label needed)."""
 
-    metric: str = field(default="target_accuracy", metadata=_check(choices=("target_accuracy", "source_accuracy")))
-    tolerance: float = field(default=0.005, metadata=_check(ge=0, le=1))
+    metric: str = field(default="auto", metadata=_check(choices=("auto", "target_accuracy", *VALIDATORS)))
+    label_free_metric: str = field(default="estimated_target_accuracy", metadata=_check(choices=VALIDATORS))
+    tolerance: float = field(default=0.005, metadata=_check(ge=0, le=1))  # in the metric's own units
     keep_releases: int = field(default=5, metadata=_check(ge=1))  # promoted releases kept under models/releases
 
 
@@ -232,6 +264,7 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validators: ValidatorsConfig = field(default_factory=ValidatorsConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

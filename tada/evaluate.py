@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from tada.config import EvaluateConfig
-from tada.data.task import DomainTask, ImageSet, center_crop, to_tensor
+from tada import validators
+from tada.config import ValidatorsConfig
+from tada.data.task import DomainTask, ImageSet, center_crop, spaced, to_tensor
 from tada.models.network import TadaNet
 
 
@@ -43,26 +44,63 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
-def evaluate(model: TadaNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> dict[str, float]:
-    """Accuracy, plus mean local attention and mean domain probability where the model has them."""
-    out = predict(model, images, batch_size)
-    metrics = {"accuracy": accuracy(out["logits"], labels)}
+@dataclass(frozen=True)
+class HeldOut:
+    """The images an evaluation scores, uint8 as loaded (see `HeldOut.from_task`).
+
+    Attributes:
+        source_val: labelled source images never trained on (source accuracy, DEV, ATC's threshold).
+        source_train: a sample of the source training images (DEV's domain classifier).
+        target: unlabelled target images (the validators): what a user without target labels has.
+        target_test: labelled target test images, or None when the target has no labels.
+    """
+
+    source_val: ImageSet
+    source_train: np.ndarray
+    target: np.ndarray
+    target_test: ImageSet | None
+
+    @classmethod
+    def from_task(cls, task: DomainTask, max_images: int) -> HeldOut:
+        """The task's held-out splits, and at most ``max_images`` evenly spaced training images of each domain,
+        centre-cropped to the network's input as evaluation sees them."""
+        size = task.source_test.images.shape[1]
+        return cls(task.source_test, center_crop(spaced(task.source_train.images, max_images), size),
+                   center_crop(spaced(task.target_train.images, max_images), size), task.target_test)
+
+
+def _domain_metrics(prefix: str, out: dict[str, torch.Tensor], labels: np.ndarray) -> dict[str, float]:
+    metrics = {f"{prefix}_accuracy": accuracy(out["logits"], torch.from_numpy(labels))}
     if "local_attention" in out:
-        metrics["mean_local_attention"] = out["local_attention"].mean().item()
+        metrics[f"{prefix}_mean_local_attention"] = out["local_attention"].mean().item()
     if "domain_logits" in out:
-        metrics["mean_domain_probability"] = torch.sigmoid(out["domain_logits"]).mean().item()
+        metrics[f"{prefix}_mean_domain_probability"] = torch.sigmoid(out["domain_logits"]).mean().item()
     return metrics
 
 
-def heldout_accuracy(model: TadaNet, task: DomainTask, batch_size: int = 512) -> dict[str, float]:
-    """``source_accuracy`` and ``target_accuracy`` on the task's held-out splits, as in `evaluation_report`."""
-    metrics = {}
-    for name, split in (("source_accuracy", task.source_test), ("target_accuracy", task.target_test)):
-        if split is None:
-            continue
-        logits = predict(model, split.images, batch_size)["logits"]
-        metrics[name] = accuracy(logits, torch.from_numpy(split.labels))
-    return metrics
+def evaluate_heldout(model: TadaNet, held_out: HeldOut, batch_size: int, cfg: ValidatorsConfig) -> dict[str, float]:
+    """The held-out evaluation every caller shares (training's evaluations, the evaluate stage, the quality gate).
+
+    Returns:
+        ``source_accuracy`` and, where the model has them, ``source_mean_local_attention`` and
+        ``source_mean_domain_probability``; the same three for ``target_`` when the target has labelled test
+        images; every label-free validator of `tada.validators` (computed on the unlabelled target images, never
+        with a target label) and ATC's ``atc_threshold``.
+    """
+    source = predict(model, held_out.source_val.images, batch_size)
+    metrics = _domain_metrics("source", source, held_out.source_val.labels)
+    if held_out.target_test is not None:
+        metrics |= _domain_metrics("target", predict(model, held_out.target_test.images, batch_size),
+                                   held_out.target_test.labels)
+    target = predict(model, held_out.target, batch_size)
+    source_train = predict(model, held_out.source_train, batch_size)
+    scores = validators.score_all(
+        {"logits": source["logits"].numpy(), "features": source["features"].numpy(),
+         "labels": held_out.source_val.labels},
+        source_train["features"].numpy(),
+        {"logits": target["logits"].numpy(), "features": target["features"].numpy()},
+        snd_temperature=cfg.snd_temperature, atc_score=cfg.atc_score)
+    return metrics | {k: v for k, v in scores.items() if k != "source_accuracy"}  # the same number, computed above
 
 
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -72,75 +110,59 @@ def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int
     return matrix
 
 
-def evaluation_report(
-    model: TadaNet, task: DomainTask, cfg: EvaluateConfig, seed: int, figures_dir: str | Path, method: str
-) -> dict[str, Any]:
-    """Held-out metrics of a trained model, and the figures: confusion matrix, t-SNE, attention maps.
+def summary_metrics(metrics: dict[str, float], selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``reports/metrics.json``: the few numbers a person compares across runs (`evaluate_heldout`'s, regrouped).
 
-    Returns the metrics: source and target accuracy, per-class target accuracy, and (where the model has them)
-    attention and domain-probability statistics.
+    ``target_accuracy`` (only with labelled target test images), ``source_accuracy``, ATC's
+    ``estimated_target_accuracy``, the other label-free ``validators`` (higher is better for each), and which
+    snapshot was evaluated (``selection``: ``train.select`` and its step).
     """
-    from tada import figures
+    summary: dict[str, Any] = {k: metrics[k] for k in ("target_accuracy", "source_accuracy") if k in metrics}
+    summary["estimated_target_accuracy"] = metrics["estimated_target_accuracy"]
+    summary["validators"] = {k: metrics[k] for k in validators.VALIDATORS
+                             if k not in ("source_accuracy", "estimated_target_accuracy")}
+    if selection:
+        summary["selection"] = selection
+    return summary
 
-    figures_dir = Path(figures_dir)
-    classes = task.classes
-    # An unlabelled target without a test set is still shown (predictions, attention, features), just not scored.
-    target_set = task.target_test if task.target_test is not None else ImageSet(
-        center_crop(task.target_train.images, task.source_test.images.shape[1]), None)
-    source_x, target_x = task.source_test.images, target_set.images  # uint8: `predict` converts batch by batch
-    source_y, target_y = task.source_test.labels, target_set.labels
-    src, tgt = predict(model, source_x, cfg.batch_size), predict(model, target_x, cfg.batch_size)
-    target_pred = tgt["logits"].argmax(1).numpy()
-    metrics: dict[str, Any] = {
-        "source_accuracy": accuracy(src["logits"], torch.from_numpy(source_y)),
-        "source_images": int(len(source_y)),
-        "target_images": int(len(target_x)),
-        "target_labelled": target_y is not None,
-    }
-    if target_y is not None:
-        matrix = confusion_matrix(target_pred, target_y, len(classes))
-        metrics["target_accuracy"] = accuracy(tgt["logits"], torch.from_numpy(target_y))
-        metrics["target_per_class_accuracy"] = {c: float(matrix[i, i] / max(matrix[i].sum(), 1))
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """Predictions on the held-out source images and the target images an evaluation shows.
+
+    ``target_labels`` is None for an unlabelled target without a test set: its training images are then shown
+    (predictions, attention, features), just not scored.
+    """
+
+    source: dict[str, torch.Tensor]
+    source_labels: np.ndarray
+    target: dict[str, torch.Tensor]
+    target_labels: np.ndarray | None
+    target_images: np.ndarray
+
+    @classmethod
+    def predict(cls, model: TadaNet, task: DomainTask, batch_size: int) -> EvaluationSet:
+        target = task.target_test if task.target_test is not None else ImageSet(
+            center_crop(task.target_train.images, task.source_test.images.shape[1]), None)
+        return cls(predict(model, task.source_test.images, batch_size), task.source_test.labels,
+                   predict(model, target.images, batch_size), target.labels, target.images)
+
+
+def evaluation_details(outputs: EvaluationSet, classes: tuple[str, ...]) -> dict[str, Any]:
+    """``reports/evaluation.json``: per-class target accuracy, image counts, and (where the model has them) the
+    local attention and domain probability per domain."""
+    details: dict[str, Any] = {"source_images": int(len(outputs.source_labels)),
+                               "target_images": int(len(outputs.target_images)),
+                               "target_labelled": outputs.target_labels is not None}
+    if outputs.target_labels is not None:
+        matrix = confusion_matrix(outputs.target["logits"].argmax(1).numpy(), outputs.target_labels, len(classes))
+        details["target_per_class_accuracy"] = {c: float(matrix[i, i] / max(matrix[i].sum(), 1))
                                                 for i, c in enumerate(classes)}
-        matrix_title = f"target confusion matrix ({method})"
-    else:
-        matrix = confusion_matrix(src["logits"].argmax(1).numpy(), source_y, len(classes))
-        matrix_title = f"source confusion matrix ({method}; the target is unlabelled)"
     for name, key in (("local_attention", "local_attention"), ("domain_probability", "domain_logits")):
-        if key in src:
-            s, t = src[key], tgt[key]
+        if key in outputs.source:
+            s, t = outputs.source[key], outputs.target[key]
             if key == "domain_logits":
                 s, t = torch.sigmoid(s), torch.sigmoid(t)
-            metrics[name] = {"source_mean": s.mean().item(), "target_mean": t.mean().item(),
+            details[name] = {"source_mean": s.mean().item(), "target_mean": t.mean().item(),
                              "target_std": t.std().item()}
-
-    figures.confusion_matrix_figure(matrix, classes, matrix_title, figures_dir / "confusion_matrix.png")
-    shown_labels = target_y if target_y is not None else target_pred  # colour unlabelled points by prediction
-    rng = np.random.default_rng(seed)
-    pick_s = rng.choice(len(source_y), min(cfg.tsne_points, len(source_y)), replace=False)
-    pick_t = rng.choice(len(target_y), min(cfg.tsne_points, len(target_y)), replace=False)
-    features = torch.cat([src["features"][pick_s], tgt["features"][pick_t]]).numpy()
-    from sklearn.manifold import TSNE
-
-    perplexity = min(cfg.tsne_perplexity, (len(features) - 1) / 3)
-    embedding = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
-    is_source = np.arange(len(features)) < len(pick_s)
-    figures.tsne_figure(embedding, is_source, np.concatenate([source_y[pick_s], shown_labels[pick_t]]),
-                        f"t-SNE of bottleneck features ({method})", figures_dir / "tsne.png")
-
-    count = min(cfg.attention_images, len(target_x))
-    shown = np.linspace(0, len(target_x) - 1, count).round().astype(int)
-    attention = None
-    if "local_attention" in tgt:
-        with torch.no_grad():
-            h, w = model.eval().backbone(to_tensor(target_x[:1])).shape[2:]
-        attention = tgt["local_attention"][shown].view(count, h, w).numpy()
-    if target_y is not None:
-        captions = [f"{classes[target_y[i]]} -> {classes[target_pred[i]]}" for i in shown]
-        title = "local attention on target images (true -> predicted)"
-    else:
-        captions = [f"-> {classes[target_pred[i]]}" for i in shown]
-        title = "local attention on unlabelled target images (predicted)"
-    figures.attention_figure(target_set.images[shown], attention, captions, title, figures_dir / "attention.png")
-    return metrics
-
+    return details

@@ -85,8 +85,23 @@ class ExportError(RuntimeError):
     """Export or its parity check failed; nothing was written."""
 
 
-def metadata(config: Config, classes: tuple[str, ...], in_channels: int) -> dict[str, str]:
-    return {
+def validation_record(evaluation: dict[str, float], atc_score: str) -> dict[str, Any]:
+    """The label-free part of the exported model's last evaluation (``tada.validation``): held-out source accuracy,
+    ATC's estimated target accuracy with its threshold and score, and the validators. No target label is in it, so
+    production can compare the confidence of live traffic with it (`tada.serving.accuracy`)."""
+    from tada.validators import VALIDATORS
+
+    return {"step": int(evaluation["step"]), "source_accuracy": evaluation["source_accuracy"],
+            "estimated_target_accuracy": evaluation["estimated_target_accuracy"],
+            "atc_threshold": evaluation["atc_threshold"], "atc_score": atc_score,
+            "validators": {k: evaluation[k] for k in VALIDATORS
+                           if k not in ("source_accuracy", "estimated_target_accuracy")}}
+
+
+def metadata(config: Config, classes: tuple[str, ...], in_channels: int,
+             evaluation: dict[str, float] | None = None) -> dict[str, str]:
+    """The ``tada.*`` metadata; with ``evaluation`` (the checkpoint's metrics) also ``tada.validation``."""
+    meta = {
         "tada.classes": json.dumps(list(classes)),
         "tada.input_size": json.dumps([in_channels, config.data.image_size, config.data.image_size]),
         # evaluation's preprocessing: resize to L x L, then the central S x S window (L = S: no crop)
@@ -97,6 +112,9 @@ def metadata(config: Config, classes: tuple[str, ...], in_channels: int) -> dict
         "tada.backbone": config.model.backbone,
         "tada.params_hash": config.digest(),
     }
+    if evaluation and "atc_threshold" in evaluation:  # checkpoints from before the validators have none
+        meta["tada.validation"] = json.dumps(validation_record(evaluation, config.validators.atc_score))
+    return meta
 
 
 @torch.no_grad()

@@ -9,7 +9,10 @@ Layout under the models directory::
 A release is written completely under a temporary name, then renamed into ``releases/``; only then does the link
 move. A crash at any point leaves ``production`` pointing at a complete release: the previous one or the new one.
 
-Both numbers the gate compares come from the same held-out data. The candidate's are the evaluate stage's; the
+The metric (``promote.metric``) is the target accuracy when the target has labelled test images; without target
+labels (``auto``) it is a label-free validator (``promote.label_free_metric``, `tada.validators`), so a user with
+unlabelled target data still gets a gate that looks at the target, not at the source. Both numbers the gate compares
+come from the same held-out data. The candidate's are the evaluate stage's; the
 production model's are its stored metrics when it was evaluated on the very same dataset (same manifest checksum),
 and are recomputed on the current data otherwise (new target data arrived since it was promoted).
 """
@@ -29,6 +32,7 @@ from typing import Any
 
 from tada.config import PromoteConfig
 from tada.io import write_json_atomic
+from tada.validators import metric_value
 
 RELEASE_FILES = {"model.onnx": "onnx", "model.pt": "checkpoint", "metrics.json": "metrics", "export.json": "export"}
 
@@ -50,9 +54,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Decision:
+    """One decision of the gate. ``metric`` is what was compared (``auto`` resolved), ``labels_used`` whether it
+    needed target labels, ``estimates`` ATC's estimated target accuracy of both models (label-free)."""
+
     promoted: bool
     reason: str
     metric: str
+    labels_used: bool
     candidate: float
     production: float | None  # None: there was no comparable production model
     production_source: str | None  # how the production number was obtained
@@ -60,6 +68,7 @@ class Decision:
     release: str | None  # the production release after the decision
     previous_release: str | None
     decided_at: str
+    estimates: dict[str, float | None]
     context: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,10 +107,18 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def _metric(metrics: dict[str, Any], metric: str, path: Path) -> float:
-    value = metrics.get(metric)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    value = metric_value(metrics, metric)
+    if value is None:
         raise PromotionError(f"{path}: no numeric {metric!r} (keys: {', '.join(sorted(metrics))})")
-    return float(value)
+    return value
+
+
+def resolve_metric(cfg: PromoteConfig, candidate_metrics: dict[str, Any]) -> str:
+    """``promote.metric``, with ``auto`` resolved: the target accuracy when the candidate was scored on labelled
+    target images, else ``promote.label_free_metric``."""
+    if cfg.metric != "auto":
+        return cfg.metric
+    return "target_accuracy" if "target_accuracy" in candidate_metrics else cfg.label_free_metric
 
 
 class ModelStore:
@@ -186,7 +203,10 @@ def quality_gate(
     candidate's data when production was evaluated on other data. Every decision is appended to the history."""
     context = dict(context or {})
     metrics = _read_json(candidate.metrics, "candidate metrics")
-    candidate_value = _metric(metrics, cfg.metric, candidate.metrics)
+    metric = resolve_metric(cfg, metrics)
+    candidate_value = _metric(metrics, metric, candidate.metrics)
+    estimates: dict[str, float | None] = {"candidate": metric_value(metrics, "estimated_target_accuracy"),
+                                          "production": None}
     export = _read_json(candidate.export, "export report")
     for path in (candidate.onnx, candidate.checkpoint, candidate.manifest):
         if not path.is_file():
@@ -197,8 +217,8 @@ def quality_gate(
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
     def finish(promoted: bool, reason: str, production: float | None, source: str | None, release: str | None):
-        decision = Decision(promoted, reason, cfg.metric, candidate_value, production, source, cfg.tolerance,
-                            release, previous, now, context)
+        decision = Decision(promoted, reason, metric, metric == "target_accuracy", candidate_value, production,
+                            source, cfg.tolerance, release, previous, now, estimates, context)
         store.record(decision)
         return decision
 
@@ -207,26 +227,28 @@ def quality_gate(
     production_value, source, not_comparable = None, None, None
     if current is not None:
         info = store.release_info(current)
+        stored = _read_json(current / "metrics.json", "production metrics")
         if info.get("checkpoint_sha256") == checkpoint_sha and info.get("data_sha256") == data_sha:
-            value = _metric(_read_json(current / "metrics.json", "production metrics"), cfg.metric, current)
-            return finish(False, "the candidate is the production model (same checkpoint, same data)", value,
-                          "stored", previous)
-        if info.get("data_sha256") == data_sha:
-            production_value = _metric(_read_json(current / "metrics.json", "production metrics"), cfg.metric,
-                                       current / "metrics.json")
-            source = "stored (evaluated on the same data)"
-        else:
+            return finish(False, "the candidate is the production model (same checkpoint, same data)",
+                          metric_value(stored, metric), "stored", previous)
+        if info.get("data_sha256") == data_sha and metric_value(stored, metric) is not None:
+            production_metrics, source = stored, "stored (evaluated on the same data)"
+        else:  # new data since it was promoted, or a release that predates this metric
+            source = "re-evaluated on the current data"
             try:
-                production_value = _metric(evaluate_production(current / "model.pt"), cfg.metric, current)
-                source = "re-evaluated on the current data"
+                production_metrics = evaluate_production(current / "model.pt")
             except ValueError as e:  # e.g. the class list changed: the old model cannot serve this data
+                production_metrics, source = None, None
                 not_comparable = f"the production model cannot be evaluated on the current data ({e})"
-    promoted, reason = decide(cfg.metric, candidate_value, production_value, cfg.tolerance)
+        if production_metrics is not None:
+            production_value = _metric(production_metrics, metric, current)
+            estimates["production"] = metric_value(production_metrics, "estimated_target_accuracy")
+    promoted, reason = decide(metric, candidate_value, production_value, cfg.tolerance)
     reason = not_comparable or reason
     release = previous
     if promoted:
         release = store.promote(candidate, {"checkpoint_sha256": checkpoint_sha, "data_sha256": data_sha,
-                                            "metric": cfg.metric, "value": candidate_value,
+                                            "metric": metric, "value": candidate_value,
                                             "promoted_at": now, "reason": reason, **context})
         store.prune(cfg.keep_releases)
     return finish(promoted, reason, production_value, source, release)

@@ -24,7 +24,7 @@ import torch
 from tada.config import Config, OptimConfig
 from tada.data.loaders import BatchStream
 from tada.data.task import DomainTask, crop_batch, uint8_to_input
-from tada.evaluate import evaluate
+from tada.evaluate import HeldOut, evaluate_heldout
 from tada.io import atomic_path
 from tada.losses import total_loss
 from tada.methods import build_model, get_method, loss_terms
@@ -34,12 +34,18 @@ from tada.schedules import grl_coeff, lr_factor, progress
 
 @dataclass
 class TrainResult:
-    """The trained model (last iterate), the logged history and the final evaluation."""
+    """The trained model, the logged history and the evaluations.
+
+    ``model`` is the last iterate, or with ``train.select`` the evaluation snapshot that scored best on that
+    validator; ``final`` is its evaluation and ``last`` the last iterate's (the same row without selection).
+    """
 
     model: TadaNet
     history: list[dict[str, float]] = field(default_factory=list)
     evaluations: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)  # rule, step and score of the chosen snapshot
     seconds: float = 0.0
     rank: int = 0  # under torchrun: only rank 0 writes outputs
 
@@ -60,17 +66,6 @@ def seed_everything(seed: int, deterministic: bool, num_threads: int) -> None:
     torch.use_deterministic_algorithms(deterministic)
     if num_threads > 0:
         torch.set_num_threads(num_threads)
-
-
-def evaluate_task(model: TadaNet, tensors: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
-    """Source and target test metrics, keys prefixed ``source_`` / ``target_``."""
-    metrics = {}
-    for domain in ("source", "target"):
-        if f"{domain}_x" not in tensors:  # an unlabelled target without a test set: nothing to score
-            continue
-        for name, value in evaluate(model, tensors[f"{domain}_x"], tensors[f"{domain}_y"], batch_size).items():
-            metrics[f"{domain}_{name}"] = value
-    return metrics
 
 
 def build_optimizer(model: TadaNet, cfg: OptimConfig) -> torch.optim.SGD:
@@ -124,13 +119,12 @@ def train(
     source_y = torch.from_numpy(task.source_train.labels)
     source = BatchStream(len(source_x), per_rank, generator, dist.rank, dist.world_size)
     target = BatchStream(len(target_x), per_rank, generator, dist.rank, dist.world_size)
-    held_out = {"source_x": task.source_test.images, "source_y": torch.from_numpy(task.source_test.labels)}
-    if task.target_test is not None:  # uint8 arrays: `predict` converts them batch by batch
-        held_out |= {"target_x": task.target_test.images, "target_y": torch.from_numpy(task.target_test.labels)}
+    held_out = HeldOut.from_task(task, config.validators.max_images)  # uint8: converted batch by batch
 
     result = TrainResult(model)
     rows: list[dict[str, float]] = []  # everything logged, in order (replayed on resume)
     running: dict[str, torch.Tensor] = {}
+    best: dict[str, Any] | None = None  # with train.select: step, score and weights of the best snapshot so far
 
     def emit(row: dict[str, float]) -> None:
         rows.append(row)
@@ -147,6 +141,7 @@ def train(
         source.load_state_dict(state["source_stream"])
         target.load_state_dict(state["target_stream"])
         running = {k: v.to(device) for k, v in state["running"].items()}
+        best = state["best"]
         _set_rng_state(state["rng"], generator)
         for row in state["rows"]:
             if row.get("kind") == "train":
@@ -194,7 +189,10 @@ def train(
             kinds.append("train")
             emit(row)
         if step % t.eval_interval == 0 or step == t.iterations:
-            row = {"step": step, **evaluate_task(model, held_out, t.eval_batch_size)}
+            row = {"step": step, **evaluate_heldout(model, held_out, t.eval_batch_size, config.validators)}
+            if t.select != "last" and (best is None or row[t.select] > best["score"]):  # label-free, never target
+                best = {"step": step, "score": row[t.select],
+                        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
             result.evaluations.append(row)
             kinds.append("eval")
             emit(row)
@@ -204,6 +202,7 @@ def train(
                     "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "source_stream": source.state_dict(), "target_stream": target.state_dict(),
                     "running": {k: v.detach().cpu() for k, v in running.items()}, "rng": _rng_state(generator),
+                    "best": best,
                     "rows": [{"kind": k, "row": r} for k, r in zip(kinds, rows, strict=True)],
                 })
             dist.barrier()
@@ -212,7 +211,12 @@ def train(
         store.clear()  # the finished model is the stage's output; its checkpoints are no longer needed
     dist.close()
     result.model = model.cpu()  # checkpoints, evaluation and export are device-agnostic
-    result.final = result.evaluations[-1]  # the last iterate, never the best one on target labels
+    result.last = result.final = result.evaluations[-1]  # never the best one on target labels
+    result.selection = {"rule": t.select, "step": t.iterations}
+    if best is not None:
+        result.model.load_state_dict(best["model"])
+        result.final = next(row for row in result.evaluations if row["step"] == best["step"])
+        result.selection = {"rule": t.select, "step": best["step"], "score": best["score"]}
     result.seconds = time.perf_counter() - started
     result.rank = dist.rank
     return result
@@ -251,7 +255,7 @@ def training_fingerprint(config: Config, task: DomainTask, world_size: int) -> s
     settings = config.to_dict()
     settings["train"] = {k: v for k, v in settings["train"].items() if k not in ("checkpoint_interval",
                                                                                   "checkpoint_dir")}
-    relevant = {k: settings[k] for k in ("data", "model", "method", "optim", "train")}
+    relevant = {k: settings[k] for k in ("data", "model", "method", "optim", "train", "validators")}
     digest = hashlib.sha256(json.dumps({"config": relevant, "world_size": world_size}, sort_keys=True).encode())
     for image_set in (task.source_train, task.target_train, task.source_test, task.target_test):
         if image_set is not None:

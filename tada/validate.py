@@ -134,8 +134,12 @@ def build_suites(
         ]
     counts = [
         E.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_per_class, max_value=cfg.max_per_class,
+                                        row_condition=Column("split") == "train",
                                         meta={"summary": f"every class has {cfg.min_per_class}..{cfg.max_per_class} "
-                                                         "images in each labelled split"}),
+                                                         "images in each labelled training split"}),
+        E.ExpectColumnValuesToBeBetween(column="count", min_value=1, max_value=cfg.max_per_class,
+                                        row_condition=Column("split") == "test",
+                                        meta={"summary": "every class has held-out images in each test split"}),
     ]
     contents = [
         E.ExpectColumnValuesToBeBetween(column="splits", max_value=1,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from tada.checkpoint import save_checkpoint
 from tada.config import Config, DataConfig
 from tada.data.download import ensure_dataset
@@ -12,7 +14,7 @@ from tada.data.folder import read_folder_dataset
 from tada.data.manifest import ManifestRow, load_task, write_dataset, write_samples
 from tada.data.registry import get_dataset
 from tada.data.samples import Sample
-from tada.data.task import DomainTask, build_default_task
+from tada.data.task import SOURCE_SPLIT_SEED, DomainTask, build_default_task, stratified_split
 from tada.io import write_json_atomic
 from tada.train import train
 
@@ -33,7 +35,21 @@ def fetch_dataset(config: Config, root: str | Path, log: Callable[[str], None] =
         splits, classes = read_folder_dataset(config.data.folder)
     else:
         splits, classes = benchmark_splits(config.data, log)
-    return write_samples(splits, classes, root, log)
+    return write_samples(hold_out_source(splits, config.data.source_val_fraction), classes, root, log)
+
+
+def hold_out_source(
+    splits: dict[tuple[str, str], Sequence[Sample]], fraction: float
+) -> dict[tuple[str, str], Sequence[Sample]]:
+    """Give a dataset without a source test split one: ``fraction`` of each source class (at least one image of a
+    class with two or more), chosen with a fixed seed, is held out from training as ``("source", "test")`` for the
+    source accuracy and the label-free validators."""
+    if ("source", "test") in splits:
+        return splits
+    source = list(splits[("source", "train")])
+    train, test = stratified_split(np.array([s.label for s in source]), fraction, SOURCE_SPLIT_SEED, min_test=1)
+    held_out = {("source", "train"): [source[i] for i in train], ("source", "test"): [source[i] for i in test]}
+    return held_out | {key: value for key, value in splits.items() if key != ("source", "train")}
 
 
 def benchmark_splits(
@@ -90,10 +106,13 @@ def train_and_save(
     if result.rank != 0:
         return result.final
     save_checkpoint(model_path, result.model, config, task.classes, task.in_channels,
-                    step=config.train.iterations, metrics=result.final)
+                    step=result.selection["step"], metrics=result.final, selection=result.selection,
+                    last_metrics=result.last)
     write_json_atomic(metrics_path, {
         "method": config.method.name,
-        "final": result.final,
+        "final": result.final,  # the saved model: the last iterate, or the snapshot train.select chose
+        "last_iterate": result.last,
+        "selection": result.selection,
         "evaluations": result.evaluations,
         "seconds": round(result.seconds, 2),
         "config_digest": config.digest(),

@@ -62,10 +62,12 @@ def tiny_model() -> TinyModel:
     config = Config().replace(TINY)
     task = build_default_task(config.data)
     threads = torch.get_num_threads()
-    model = train(config, task).model.eval()
+    result = train(config, task)
+    model = result.model.eval()
     torch.set_num_threads(threads)
     path = root / "model.onnx"
-    export_verified(model, to_tensor(task.target_test.images[:32]), path, 18, metadata(config, task.classes, 1),
+    meta = metadata(config, task.classes, 1, result.final)  # with the label-free evaluation (tada.validation)
+    export_verified(model, to_tensor(task.target_test.images[:32]), path, 18, meta,
                     (1, 32), 1e-4, fit_images=to_tensor(task.target_train.images),
                     calibration_images=to_tensor(task.target_test.images))
     pngs = []

@@ -105,8 +105,11 @@ def test_folder_dataset_through_dvc_reports_the_corrupt_file_then_runs(tmp_path)
     corrupt.unlink()  # the user fixes the data; DVC sees user_data/ change
     done = sh(repo, "dvc", "repro")
     assert ran_stages(done.stdout) == ["fetch", "validate", "train", "evaluate", "export"], done.stdout
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["target_images"] == 6 and set(metrics["target_per_class_accuracy"]) == set(CLASSES)
+    details = json.loads((repo / "reports/evaluation.json").read_text())
+    assert details["target_images"] == 6 and set(details["target_per_class_accuracy"]) == set(CLASSES)
     rows = list(csv.DictReader((repo / "data/manifest.csv").read_text().splitlines()))
+    # one image of each source class (6 each, 10 %: at least one) is held out for source accuracy and validators
+    held_out = [r for r in rows if (r["domain"], r["split"]) == ("source", "test")]
+    assert sorted(r["label"] for r in held_out) == sorted(CLASSES) and details["source_images"] == 3
     modes = {r["mode"] for r in rows if r["domain"] == "source"}
     assert modes == {"L", "RGB"} and len({(r["width"], r["height"]) for r in rows}) > 3

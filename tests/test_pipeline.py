@@ -39,8 +39,13 @@ def test_repro_produces_every_artifact(repo):
                  "reports/export.json"):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert set(metrics["target_per_class_accuracy"]) == set("0123456789")
-    assert 0 <= metrics["target_accuracy"] <= 1 and "local_attention" in metrics
+    assert 0 <= metrics["target_accuracy"] <= 1 and 0 <= metrics["estimated_target_accuracy"] <= 1
+    assert set(metrics["validators"]) == {"neg_entropy", "info_max", "snd", "bnm", "devn", "class_ami"}
+    details = json.loads((repo / "reports/evaluation.json").read_text())
+    assert set(details["target_per_class_accuracy"]) == set("0123456789") and "local_attention" in details
+    # evaluate agrees with training's last evaluation of the same model
+    final = json.loads((repo / "reports/train/summary.json").read_text())["final"]
+    assert metrics["target_accuracy"] == final["target_accuracy"] and metrics["validators"]["snd"] == final["snd"]
     export = json.loads((repo / "reports/export.json").read_text())
     assert export["passed"] and [c["batch_size"] for c in export["checks"]] == [1, 32]
     assert all(c["max_abs_diff"] <= 1e-4 and c["argmax_identical"] for c in export["checks"])

@@ -139,3 +139,49 @@ def test_a_crash_while_promoting_leaves_production_on_the_previous_release(tmp_p
     monkeypatch.undo()
     assert store.current().name == first.release
     assert not list(store.releases.glob(".*.tmp")) and not list(store.root.glob(".production.*"))
+
+
+def label_free_candidate(root: Path, estimate: float, weights: bytes, **validators: float) -> Candidate:
+    """A run on an unlabelled target: no target_accuracy, the validators and ATC's estimate instead."""
+    candidate = make_candidate(root, 0.0, weights=weights)
+    candidate.metrics.write_text(json.dumps({"source_accuracy": 0.99, "estimated_target_accuracy": estimate,
+                                             "validators": {"info_max": 1.0, **validators}}))
+    return candidate
+
+
+def test_auto_uses_target_accuracy_when_the_target_is_labelled(tmp_path):
+    cfg = PromoteConfig(metric="auto", tolerance=0.01)
+    candidate = make_candidate(tmp_path / "run", 0.7)
+    candidate.metrics.write_text(json.dumps({"target_accuracy": 0.7, "estimated_target_accuracy": 0.8,
+                                             "validators": {"info_max": 1.0}}))
+    decision = quality_gate(candidate, ModelStore(tmp_path / "models"), cfg, never_called)
+    assert decision.metric == "target_accuracy" and decision.labels_used and decision.candidate == 0.7
+    assert decision.estimates == {"candidate": 0.8, "production": None}
+
+
+def test_auto_without_target_labels_decides_on_the_label_free_metric(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    cfg = PromoteConfig(metric="auto", label_free_metric="estimated_target_accuracy", tolerance=0.01)
+    first = quality_gate(label_free_candidate(tmp_path / "a", 0.70, b"a"), store, cfg, never_called)
+    worse = quality_gate(label_free_candidate(tmp_path / "b", 0.50, b"b"), store, cfg, never_called)
+    assert first.promoted and not worse.promoted and not worse.labels_used
+    assert worse.metric == "estimated_target_accuracy" and (worse.candidate, worse.production) == (0.5, 0.7)
+    assert worse.estimates == {"candidate": 0.5, "production": 0.7}
+    assert "estimated_target_accuracy 0.5000 is worse than production's 0.7000" in worse.reason
+    # any validator, looked up under "validators"
+    by_im = quality_gate(label_free_candidate(tmp_path / "c", 0.1, b"c", info_max=1.5), store,
+                         PromoteConfig(metric="auto", label_free_metric="info_max"), never_called)
+    assert by_im.promoted and by_im.metric == "info_max" and (by_im.candidate, by_im.production) == (1.5, 1.0)
+
+
+def test_a_release_without_the_metric_is_re_evaluated(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    quality_gate(make_candidate(tmp_path / "old", 0.7), store, CFG, never_called)  # only target_accuracy stored
+
+    def evaluate(checkpoint: Path) -> dict[str, float]:
+        return {"source_accuracy": 0.9, "estimated_target_accuracy": 0.65, "info_max": 0.8}
+
+    cfg = PromoteConfig(metric="auto", label_free_metric="estimated_target_accuracy")
+    decision = quality_gate(label_free_candidate(tmp_path / "new", 0.6, b"new"), store, cfg, evaluate)
+    assert decision.production == 0.65 and decision.production_source == "re-evaluated on the current data"
+    assert not decision.promoted

@@ -150,3 +150,19 @@ def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp
     assert abs(one["final"]["target_accuracy"] - dist["final"]["target_accuracy"]) <= 0.05
     assert abs(one["final"]["source_accuracy"] - dist["final"]["source_accuracy"]) <= 0.05
     assert [e["step"] for e in one["evaluations"]] == [e["step"] for e in dist["evaluations"]]
+
+
+def test_resume_keeps_the_selected_snapshot(tmp_path, tiny_task):
+    config = Config().replace({**TINY, "train.iterations": 30, "train.eval_interval": 6, "train.select": "snd",
+                               "train.checkpoint_interval": 12, "train.checkpoint_dir": str(tmp_path / "ckpt")})
+    reference = train(config.replace({"train.checkpoint_interval": 0}), tiny_task)
+
+    def crash_at_step_28(row):  # after the step-24 checkpoint, which holds the best snapshot of steps 6..24
+        if row["step"] == 28 and "loss" in row:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, tiny_task, log=crash_at_step_28)
+    resumed = train(config, tiny_task)
+    assert resumed.selection == reference.selection and resumed.final == reference.final
+    assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())

@@ -158,3 +158,29 @@ def test_an_unexpected_error_is_a_json_500_and_the_server_keeps_serving(client, 
     assert client.post("/predict", files=files(target_png(tiny))).status_code == 200
     assert metric(client.get("/metrics").text, "tada_requests_total", endpoint="/predict", method="POST",
                   status=500) == 1
+
+
+def test_health_and_metrics_estimate_the_accuracy_of_recent_traffic_without_labels(client, tiny):
+    at_export = tiny_predictor_validation(tiny)["estimated_target_accuracy"]
+    assert client.get("/health").json()["accuracy"] == {"window": 50, "images": 0, "at_export": at_export,
+                                                        "estimated_accuracy": None}
+    predictions = []
+    for i in range(0, 20, 4):
+        body = client.post("/predict", files=files(*[target_png(tiny, j) for j in range(i, i + 4)])).json()
+        predictions += body["predictions"]
+    live = client.get("/health").json()["accuracy"]
+    assert live["images"] == 20
+    assert live["estimated_accuracy"] == pytest.approx(sum(p["confident"] for p in predictions) / 20)
+    # Confidence is not the shift score: a classifier can be confident on noise (the shift score flags that).
+    for pixels in noise_images(20).reshape(5, 4, 28, 28):
+        predictions += client.post("/predict", files=files(*map(png, pixels))).json()["predictions"]
+    window = client.get("/health").json()["accuracy"]
+    assert window["images"] == 40
+    assert window["estimated_accuracy"] == pytest.approx(sum(p["confident"] for p in predictions) / 40)
+    text = client.get("/metrics").text
+    assert metric(text, "tada_estimated_accuracy_window") == pytest.approx(window["estimated_accuracy"])
+    assert metric(text, "tada_estimated_accuracy_at_export") == pytest.approx(at_export)
+
+
+def tiny_predictor_validation(tiny) -> dict:
+    return Predictor(tiny.onnx).info.validation

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from serving_model import noise_images, png, tiny_model
@@ -182,3 +183,22 @@ print(p.label)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in tiny.task.classes
+
+
+def test_confident_is_atc_with_the_threshold_fitted_at_export(tiny):
+    from tada import validators
+
+    predictor = Predictor(tiny.onnx)
+    validation = predictor.info.validation
+    assert validation["atc_score"] == "negative_entropy" and "target_accuracy" not in validation  # label-free
+    assert set(validation["validators"]) == set(validators.VALIDATORS) - {"source_accuracy",
+                                                                           "estimated_target_accuracy"}
+    pixels = tiny.task.target_test.images
+    predictions = predictor.predict_arrays(pixels)
+    with torch.no_grad():
+        logits = tiny.model.eval()(to_tensor(pixels)).logits.double().numpy()
+    expected = validators.confidence_scores(logits) >= validation["atc_threshold"]
+    assert [p.confident for p in predictions] == expected.tolist()
+    # over the target images the fraction of confident ones is the estimated target accuracy, as at export
+    estimate = validators.atc_estimate(logits, validation["atc_threshold"])
+    assert np.mean([p.confident for p in predictions]) == pytest.approx(estimate)

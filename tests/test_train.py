@@ -88,3 +88,33 @@ def test_training_with_a_load_size_crops_and_evaluates_centre_crops(tiny_config,
     assert result.final["step"] == 4 and 0 <= result.final["target_accuracy"] <= 1
     with pytest.raises(ConfigError, match=r"data.load_size must be 0 or >= data.image_size \(28\), got 20"):
         tiny_config.replace({"data.load_size": 20})
+
+
+def test_every_evaluation_reports_the_label_free_validators(tiny_config, tiny_task):
+    from tada.validators import VALIDATORS
+
+    result = train(tiny_config, tiny_task)
+    for row in result.evaluations:
+        assert set(VALIDATORS) | {"atc_threshold", "target_accuracy"} <= set(row)
+        assert 0 <= row["estimated_target_accuracy"] <= 1 and math.isfinite(row["devn"])
+
+
+def test_select_keeps_the_snapshot_with_the_best_validator_and_reports_the_last_iterate(tiny_config, tiny_task):
+    config = tiny_config.replace({"train.iterations": 24, "train.eval_interval": 6})
+    last = train(config, tiny_task)
+    chosen = train(config.replace({"train.select": "info_max"}), tiny_task)
+    assert chosen.history == last.history and chosen.evaluations == last.evaluations  # selection changes no step
+    best = max(last.evaluations, key=lambda r: r["info_max"])  # the first of equals, as selection keeps it
+    assert chosen.selection == {"rule": "info_max", "step": best["step"], "score": best["info_max"]}
+    assert chosen.final == best and chosen.last == last.final == last.evaluations[-1]
+    # the returned weights are that snapshot's: evaluating them again gives its numbers
+    from tada.evaluate import HeldOut, evaluate_heldout
+
+    again = evaluate_heldout(chosen.model, HeldOut.from_task(tiny_task, 2048), 512, config.validators)
+    assert again == {k: v for k, v in best.items() if k != "step"}
+    assert last.selection == {"rule": "last", "step": 24}
+
+
+def test_select_never_names_target_labels(tiny_config):
+    with pytest.raises(ConfigError, match="train.select must be one of last, source_accuracy"):
+        tiny_config.replace({"train.select": "target_accuracy"})

@@ -17,6 +17,7 @@ from tada.data.handwritten import load_handwritten_digits
 from tada.data.synthetic import RenderSpec, render_digits
 
 TARGET_SPLIT_SEED = 20190127  # fixed for all runs: the target test split never moves with the run's seed
+SOURCE_SPLIT_SEED = 20190128  # the held-out source images of datasets without a source test split
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,17 @@ class DomainTask:
         return 1 if self.source_train.images.ndim == 3 else self.source_train.images.shape[-1]
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, test)`` with ``round(test_fraction * n_c)`` test images of every class c, sorted."""
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int, min_test: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` with ``round(test_fraction * n_c)`` test images of every class c (at least
+    ``min_test`` of a class that has more than that many), sorted."""
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         n_test = int(round(test_fraction * idx.size))
+        n_test = max(n_test, min_test) if idx.size > min_test else n_test
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
@@ -88,6 +93,14 @@ def uint8_to_input(images: torch.Tensor) -> torch.Tensor:
     """`to_tensor` for a uint8 tensor (e.g. one batch indexed out of the images kept in memory)."""
     x = images.float().div_(127.5).sub_(1.0)
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+
+
+def spaced(images: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` images, evenly spaced over ``images`` (all of them, as they are, when there are fewer): a
+    deterministic sample that covers a dataset stored in class or file order."""
+    if len(images) > count:
+        images = images[np.linspace(0, len(images) - 1, count).round().astype(int)]
+    return images
 
 
 def center_crop(images: np.ndarray, size: int) -> np.ndarray:

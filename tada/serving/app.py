@@ -2,7 +2,8 @@
 
 - ``POST /predict``: ``multipart/form-data`` with one or more image files (field ``images``; any field name holding
   a file is accepted, in order) -> one prediction per image with its shift score.
-- ``GET /health``: liveness, plus the rolling shift summary and its alert.
+- ``GET /health``: liveness, plus the rolling shift summary and its alert, and the estimated accuracy of the recent
+  traffic (`tada.serving.accuracy`) beside the one measured at export.
 - ``GET /metadata``: what the model says about itself and the service's limits.
 - ``GET /metrics``: Prometheus text format (`tada.serving.metrics`).
 
@@ -31,6 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from tada import __version__
+from tada.serving.accuracy import AccuracyMonitor
 from tada.serving.images import ImageError, ImageTooLargeError
 from tada.serving.metrics import ServiceMetrics
 from tada.serving.predictor import Predictor
@@ -56,6 +58,8 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
     reference = info.shift_reference
     threshold = settings.shift_threshold or (reference["threshold"] if reference else None)
     monitor = ShiftMonitor(settings.shift_window, threshold) if threshold is not None else None
+    accuracy = (AccuracyMonitor(settings.shift_window, info.validation["estimated_target_accuracy"])
+                if info.validation is not None else None)
 
     def alert() -> bool:
         if monitor is None:
@@ -64,7 +68,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
         return s["images"] >= min(MIN_IMAGES_FOR_ALERT, settings.shift_window) and (
             s["fraction_above"] > settings.shift_alert_fraction)
 
-    metrics = ServiceMetrics(monitor, alert)
+    metrics = ServiceMetrics(monitor, alert, accuracy)
     started = time.time()
     app = FastAPI(title="TADA inference", version=__version__,
                   description="Predictions of an exported TADA model with onnxruntime, and domain-shift monitoring.")
@@ -83,6 +87,8 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
             monitor.add(scores)
             for s in scores:
                 metrics.shift.observe(s)
+        if accuracy is not None:
+            accuracy.add([p.confident for p in predictions])
         metrics.images.inc(len(predictions))
         for p in predictions:
             metrics.labels.labels(p.label).inc()
@@ -96,7 +102,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
         shift = None if monitor is None else {**monitor.summary(), "alert": alert(),
                                               "alert_fraction": settings.shift_alert_fraction}
         return {"status": "ok", "model": predictor.path.name, "uptime_s": round(time.time() - started, 1),
-                "shift": shift}
+                "shift": shift, "accuracy": None if accuracy is None else accuracy.summary()}
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:

@@ -23,7 +23,8 @@ from tada.serving.images import ImageError, load_file
 from tada.serving.predictor import Predictor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
-COLUMNS = ("path", "label", "confidence", "top_k", "entropy", "domain_probability", "shift_score", "shifted", "error")
+COLUMNS = ("path", "label", "confidence", "top_k", "entropy", "domain_probability", "shift_score", "shifted",
+           "confident", "error")
 
 
 def collect_images(paths: Iterable[str | Path]) -> list[Path]:
@@ -121,6 +122,10 @@ def run(model: Path, paths: Sequence[str], output: Path | None, fmt: str | None,
     summary = f"{len(rows) - failed} images predicted in {seconds:.2f} s"
     if shifted:
         summary += f", {sum(shifted)} above the shift threshold {threshold:.2f}"
+    confident = [r["confident"] for r in rows if r.get("confident") is not None]
+    if confident:
+        summary += (f"; estimated accuracy {sum(confident) / len(confident):.1%} (label-free, ATC; "
+                    f"{predictor.info.validation['estimated_target_accuracy']:.1%} on the target images at export)")
     if failed:
         summary += f"; {failed} could not be read (see the error column)"
     print(f"tada predict: {summary}" + (f" -> {output}" if output else ""), file=sys.stderr)

@@ -7,6 +7,8 @@
 - ``tada_shift_score``: a histogram of every image's shift score since the start.
 - ``tada_shift_window_{images,mean,p50,p95,fraction_above_threshold}``, ``tada_shift_threshold`` and
   ``tada_shift_alert``: the rolling window summary (`tada.serving.shift.ShiftMonitor`), read at scrape time.
+- ``tada_estimated_accuracy_window`` and ``tada_estimated_accuracy_at_export``: ATC's label-free accuracy estimate
+  on the recent traffic and on the target images at export (`tada.serving.accuracy.AccuracyMonitor`).
 
 Each app has its own registry, so two apps in one process (tests) never share counters.
 """
@@ -19,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tada.serving.accuracy import AccuracyMonitor
 from tada.serving.shift import ShiftMonitor
 
 disable_created_metrics()  # no *_created series: they double the output and no dashboard here reads them
@@ -47,8 +50,22 @@ class _ShiftWindow(Collector):
                                 "alert fraction", float(self.alert()))
 
 
+class _AccuracyWindow(Collector):
+    def __init__(self, monitor: AccuracyMonitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.monitor.summary()
+        yield GaugeMetricFamily("tada_estimated_accuracy_at_export", "ATC's estimated target accuracy at export",
+                                s["at_export"])
+        if s["estimated_accuracy"] is not None:
+            yield GaugeMetricFamily("tada_estimated_accuracy_window", "ATC's estimated accuracy of the images in the "
+                                    "rolling window (label-free)", s["estimated_accuracy"])
+
+
 class ServiceMetrics:
-    def __init__(self, monitor: ShiftMonitor | None, alert: Callable[[], bool]) -> None:
+    def __init__(self, monitor: ShiftMonitor | None, alert: Callable[[], bool],
+                 accuracy: AccuracyMonitor | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("tada_requests", "HTTP requests", ["endpoint", "method", "status"], registry=r)
@@ -61,6 +78,8 @@ class ServiceMetrics:
                                buckets=SHIFT_BUCKETS, registry=r)
         if monitor is not None:
             r.register(_ShiftWindow(monitor, alert))
+        if accuracy is not None:
+            r.register(_AccuracyWindow(accuracy))
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()

@@ -14,6 +14,7 @@ from typing import Any
 INPUT = "image"
 LOGITS, PROBABILITIES, ENTROPY = "logits", "probabilities", "entropy"
 DOMAIN_PROBABILITY, FEATURE_DISTANCE = "domain_probability", "feature_distance"
+ATC_SCORES = ("negative_entropy", "max_confidence")  # as tada.validators.ATC_SCORES (that module needs more)
 
 
 class ModelError(ValueError):
@@ -32,6 +33,8 @@ class ModelInfo:
         scale, offset: ``x = pixel * scale + offset`` (uint8 pixels to the network's input range).
         outputs: graph output names, in order.
         shift_reference: `tada.serving.shift.calibrate`'s result, or None for a model exported without one.
+        validation: the label-free evaluation at export (``tada.validation``: ATC's ``estimated_target_accuracy``,
+            ``atc_threshold`` and ``atc_score``, ``source_accuracy``, the ``validators``), or None.
         extra: the remaining ``tada.*`` keys (method, backbone, params hash) as strings.
     """
 
@@ -43,6 +46,7 @@ class ModelInfo:
     offset: float
     outputs: tuple[str, ...]
     shift_reference: dict[str, Any] | None
+    validation: dict[str, Any] | None
     extra: dict[str, str]
 
     @property
@@ -87,15 +91,23 @@ class ModelInfo:
             missing = [s for s in reference.get("signals", ()) if s not in graph_outputs]
             if missing or not reference.get("signals"):
                 raise ModelError(f"{source}: shift reference needs outputs {missing or '(none named)'}")
+        validation = field("tada.validation") if "tada.validation" in meta else None
+        if validation is not None:
+            if not (isinstance(validation, dict) and {"atc_threshold", "atc_score", "estimated_target_accuracy"}
+                    <= validation.keys() and validation["atc_score"] in ATC_SCORES):
+                raise ModelError(f"{source}: tada.validation needs atc_threshold, atc_score (one of "
+                                 f"{', '.join(ATC_SCORES)}) and estimated_target_accuracy, got {validation!r}")
+            if validation["atc_score"] == "negative_entropy" and ENTROPY not in graph_outputs:
+                raise ModelError(f"{source}: tada.validation's negative_entropy score needs the {ENTROPY} output")
         known = {"tada.classes", "tada.input_size", "tada.load_size", "tada.color_mode", "tada.normalisation",
-                 "tada.outputs", "tada.shift_reference"}
+                 "tada.outputs", "tada.shift_reference", "tada.validation"}
         extra = {k.removeprefix("tada."): v for k, v in meta.items() if k.startswith("tada.") and k not in known}
         return cls(tuple(classes), (size[0], size[1], size[2]), load_size, mode, float(norm["scale"]),
-                   float(norm["offset"]), graph_outputs, reference, extra)
+                   float(norm["offset"]), graph_outputs, reference, validation, extra)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for GET /metadata."""
         return {"classes": list(self.classes), "input_size": list(self.input_size), "load_size": self.load_size,
                 "color_mode": self.color_mode,
                 "normalisation": {"scale": self.scale, "offset": self.offset}, "outputs": list(self.outputs),
-                "shift_reference": self.shift_reference, **self.extra}
+                "shift_reference": self.shift_reference, "validation": self.validation, **self.extra}

@@ -38,6 +38,9 @@ class Prediction:
         entropy: prediction entropy in nats.
         domain_probability: the global discriminator's "source image" probability (None without one).
         shift_score: distance from the adapted target domain (`tada.serving.shift`; None without a reference).
+        confident: whether its confidence reaches ATC's threshold fitted at export: the fraction of confident
+            images estimates the accuracy on them (`tada.serving.accuracy`; None for a model without
+            ``tada.validation``).
     """
 
     label: str
@@ -47,6 +50,7 @@ class Prediction:
     entropy: float
     domain_probability: float | None
     shift_score: float | None
+    confident: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -125,6 +129,7 @@ class Predictor:
         entropy = out[ENTROPY] if ENTROPY in out else _entropy(probabilities)
         domain = out.get(DOMAIN_PROBABILITY)
         scores = self.shift_scores(out)
+        confident = self.confident(probabilities, entropy)
         k = min(self.top_k, probabilities.shape[1])
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         classes = self.info.classes
@@ -137,6 +142,7 @@ class Predictor:
                 entropy=float(entropy[i]),
                 domain_probability=None if domain is None else float(domain[i]),
                 shift_score=None if scores is None else float(scores[i]),
+                confident=None if confident is None else bool(confident[i]),
             )
             for i, row in enumerate(order)
         ]
@@ -158,6 +164,15 @@ class Predictor:
         if reference is None:
             return None
         return shift_scores(np.stack([outputs[s] for s in reference["signals"]], axis=1), reference)
+
+    def confident(self, probabilities: np.ndarray, entropy: np.ndarray) -> np.ndarray | None:
+        """``(N,)`` booleans: ATC's score (``-entropy`` or the top probability) reaches the model's threshold; None
+        for a model exported without ``tada.validation``."""
+        validation = self.info.validation
+        if validation is None:
+            return None
+        score = -entropy if validation["atc_score"] == "negative_entropy" else probabilities.max(axis=1)
+        return score >= validation["atc_threshold"]
 
     def _stack(self, arrays: list[np.ndarray]) -> np.ndarray:
         if not arrays:
