@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-from tada.config import load_config
+from tada.config import load_config, parse_overrides
+from tada.data.task import build_default_task
 from tada.io import write_json_atomic
 from tada.methods import METHODS as ALL_METHODS
 from tada.train import train
-from tada.workflows import build_task
 
 METHODS = ("source_only", "dann", "tada")
 TARGET_GAIN_OVER_SOURCE_ONLY = 5.0  # points
@@ -47,9 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/adaptation.json"))
     args = parser.parse_args(argv)
 
-    overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
-    base = load_config(args.params, overrides)
-    task = build_task(base)  # the dataset is fixed; only the training seed varies
+    base = load_config(args.params, parse_overrides(args.set))
+    task = build_default_task(base.data)  # the dataset is fixed; only the training seed varies
     runs = []
     for method in args.methods:
         for seed in args.seeds:

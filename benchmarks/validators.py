@@ -36,11 +36,11 @@ import torch
 from scipy.stats import kendalltau, rankdata
 
 from tada.config import Config, load_config, parse_overrides
+from tada.data.task import build_default_task
 from tada.evaluate import HeldOut, evaluate_heldout, predict
 from tada.io import write_json_atomic
 from tada.train import train
 from tada.validators import VALIDATORS
-from tada.workflows import build_task
 
 METHODS = ("source_only", "dann", "tada")
 SETTINGS = {  # name -> overrides: the default, a slower and a faster learning rate with a weaker adversary
@@ -70,7 +70,7 @@ def weighted_spearman(scores: np.ndarray, accuracies: np.ndarray, power: float =
 
 
 def sweep(base: Config, seeds: list[int]) -> list[dict]:
-    task = build_task(base)
+    task = build_default_task(base.data)
     checkpoints = []
     for setting, overrides in SETTINGS.items():
         for method in METHODS:
@@ -103,7 +103,7 @@ def score_validators(checkpoints: list[dict]) -> dict[str, dict]:
 def measure_overhead(base: Config) -> dict:
     """Seconds the validators add to a default ``dvc repro`` (every training evaluation and the evaluate stage's),
     against the pipeline's wall time in a fresh copy of this repository."""
-    task = build_task(base)
+    task = build_default_task(base.data)
     model = train(base.replace({"train.iterations": 200, "train.eval_interval": 200}), task).model
     held_out = HeldOut.from_task(task, base.validators.max_images)
     batch = base.train.eval_batch_size

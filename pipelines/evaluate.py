@@ -7,17 +7,17 @@ import sys
 from pipelines._paths import DATA, EVALUATION, FIGURES, METRICS, MODEL, PARAMS
 from tada.checkpoint import load_checkpoint
 from tada.config import ConfigError, load_config
+from tada.data.datasets import load_task
 from tada.evaluate import EvaluationSet, HeldOut, evaluate_heldout, evaluation_details, summary_metrics
 from tada.figures import evaluation_figures
 from tada.io import replace_dir, staging_dir, write_json_atomic
-from tada.workflows import load_fetched_task
 
 
 def main() -> int:
     try:
         params = load_config(PARAMS)
         model, trained, payload = load_checkpoint(MODEL)
-        task = load_fetched_task(trained, DATA)
+        task = load_task(DATA, trained.data)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2

@@ -10,8 +10,8 @@ from collections import Counter
 
 from pipelines._paths import DATA, PARAMS
 from tada.config import ConfigError, load_config
+from tada.data.datasets import materialise
 from tada.data.download import DownloadError
-from tada.workflows import fetch_dataset
 
 
 def main() -> int:
@@ -21,7 +21,7 @@ def main() -> int:
         print(f"fetch: {e}", file=sys.stderr)
         return 2
     try:
-        rows = fetch_dataset(config, DATA)
+        rows = materialise(config.data, DATA)
     except DownloadError as e:  # the network or the archive: worth retrying (the Prefect flow does)
         print(f"fetch: {e}", file=sys.stderr)
         return 1

@@ -86,11 +86,11 @@ def record_experiment(repo: str, name: str) -> str:
 def _evaluator(root: Path):
     def evaluate_production(checkpoint: Path) -> dict[str, float]:
         from tada.checkpoint import load_checkpoint
+        from tada.data.datasets import load_task
         from tada.evaluate import HeldOut, evaluate_heldout
-        from tada.workflows import load_fetched_task
 
         model, trained, payload = load_checkpoint(checkpoint)
-        data = load_fetched_task(trained, root / DATA)
+        data = load_task(root / DATA, trained.data)
         if tuple(payload["classes"]) != data.classes:
             raise ValueError(f"its classes {payload['classes']} differ from the data's {list(data.classes)}")
         return evaluate_heldout(model, HeldOut.from_task(data, trained.validators.max_images),

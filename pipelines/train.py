@@ -9,9 +9,11 @@ import sys
 
 from pipelines._paths import DATA, MODEL, PARAMS, TRAIN_DIR
 from tada.config import ConfigError, load_config
+from tada.data.datasets import load_task
+from tada.distributed import is_main_process
 from tada.io import replace_dir, staging_dir
 from tada.tracking import LiveLogger
-from tada.workflows import load_fetched_task, train_and_save
+from tada.train import LogRow, train
 
 
 def torchrun_command(nproc: int) -> list[str]:
@@ -30,25 +32,29 @@ def main() -> int:
         print(f"train: {config.train.nproc} processes: {' '.join(torchrun_command(config.train.nproc))}", flush=True)
         return subprocess.run(torchrun_command(config.train.nproc)).returncode
     try:
-        task = load_fetched_task(config, DATA)
+        task = load_task(DATA, config.data)
     except (FileNotFoundError, ValueError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 2
-    if int(os.environ.get("RANK", "0")) != 0:  # the other ranks train alongside and write nothing
-        train_and_save(config, task, MODEL, os.devnull)
+    if not is_main_process():  # the other ranks train alongside and write nothing
+        train(config, task)
         return 0
     with staging_dir(TRAIN_DIR) as staging:  # the curves appear only with a finished model
         live = LiveLogger(staging)
 
-        def log(row: dict[str, float]) -> None:
+        def log(row: LogRow) -> None:
             live(row)
-            print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            print(json.dumps({"kind": row.kind, "step": row.step,
+                              **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.values.items()}}),
+                  flush=True)
 
-        final = train_and_save(config, task, MODEL, staging / "summary.json", log=log)
+        result = train(config, task, log=log)
+        result.save(config, task, MODEL, staging / "summary.json")
         live.close()
         replace_dir(staging, TRAIN_DIR)
-    scores = ", ".join(f"{k} {final[k]:.4f}" for k in ("target_accuracy", "source_accuracy") if k in final)
-    print(f"train: {scores} (last iterate) -> {MODEL}")
+    scores = ", ".join(f"{k} {result.final[k]:.4f}" for k in ("target_accuracy", "estimated_target_accuracy",
+                                                             "source_accuracy") if k in result.final)
+    print(f"train: {scores} ({result.selection['rule']}, step {result.selection['step']}) -> {MODEL}")
     return 0
 
 

@@ -1,14 +1,28 @@
-"""Checkpoints carry the weights, the resolved configuration, the class names and the step."""
+"""Checkpoints: the trained model's file, and the resumable state of a training run in progress.
+
+* `save_checkpoint` / `load_checkpoint`: the weights with the resolved configuration, class names and step.
+* `CheckpointStore`: ``<root>/<fingerprint>/step_<n>.pt``, the complete state of a run every
+  ``train.checkpoint_interval`` steps (weights, optimizer, batch streams, every random generator), so a killed run
+  resumes bit-identically; `training_fingerprint` says which run a state belongs to.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tada.config import Config, config_from_dict
+from tada.data.task import DomainTask
 from tada.io import atomic_path
 from tada.methods import build_model
 from tada.models.network import TadaNet
@@ -62,3 +76,90 @@ def load_checkpoint(path: str | Path) -> tuple[TadaNet, Config, dict[str, Any]]:
     model.load_state_dict(payload["model"])
     model.eval()
     return model, config, payload
+
+
+def seed_everything(seed: int, deterministic: bool, num_threads: int) -> None:
+    """Seed Python, NumPy and torch; deterministic algorithms on or off; torch's intra-op threads (0: as is)."""
+    if deterministic:  # cuBLAS needs this for deterministic matrix products on the GPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic)
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random generator a training run draws from: Python, NumPy, torch (CPU and CUDA) and ``generator``."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generator": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put back what `rng_state` captured."""
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["generator"])
+
+
+def training_fingerprint(config: Config, task: DomainTask, world_size: int) -> str:
+    """What a training state is valid for: every setting that shapes training (not where or how often checkpoints
+    are written), the data itself, and the number of processes."""
+    settings = config.to_dict()
+    settings["train"] = {k: v for k, v in settings["train"].items() if k not in ("checkpoint_interval",
+                                                                                  "checkpoint_dir")}
+    relevant = {k: settings[k] for k in ("data", "model", "method", "optim", "train", "validators")}
+    digest = hashlib.sha256(json.dumps({"config": relevant, "world_size": world_size}, sort_keys=True).encode())
+    for image_set in (task.source_train, task.target_train, task.source_test, task.target_test):
+        if image_set is not None:
+            digest.update(np.ascontiguousarray(image_set.images).tobytes())
+            if image_set.labels is not None:
+                digest.update(image_set.labels.tobytes())
+    return digest.hexdigest()[:16]
+
+
+class CheckpointStore:
+    """``<root>/<fingerprint>/step_<n>.pt``, each written atomically; the two latest are kept."""
+
+    KEEP = 2
+
+    def __init__(self, root: Path, fingerprint: str):
+        self.dir = root / fingerprint
+
+    def path_for(self, step: int) -> Path:
+        return self.dir / f"step_{step:08d}.pt"
+
+    def _steps(self) -> list[Path]:
+        return sorted(self.dir.glob("step_*.pt")) if self.dir.is_dir() else []
+
+    def latest(self) -> dict[str, Any] | None:
+        for path in reversed(self._steps()):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - a damaged file: fall back to the previous checkpoint
+                print(f"train: ignoring unreadable checkpoint {path} ({type(e).__name__}: {e})", flush=True)
+        return None
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path_for(step)) as tmp:
+            torch.save(state, tmp)
+        for old in self._steps()[: -self.KEEP]:
+            old.unlink(missing_ok=True)
+        for stale in self.dir.glob(".step_*.tmp"):  # left by a process killed while writing
+            if stale.stat().st_mtime < time.time() - 60:
+                stale.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

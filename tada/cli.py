@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,18 +15,25 @@ from pathlib import Path
 
 def _train(args: argparse.Namespace) -> int:
     from tada.config import load_config, parse_overrides
-    from tada.workflows import build_task, train_and_save
+    from tada.data.datasets import prepared_task
+    from tada.distributed import is_main_process
+    from tada.train import LogRow, train
 
     config = load_config(args.params, parse_overrides(args.set))
+    task = prepared_task(config.data, log=lambda line: print(line, file=sys.stderr, flush=True))
 
-    def log(row: dict[str, float]) -> None:
-        if args.quiet:
-            return
-        print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    def log(row: LogRow) -> None:
+        if not args.quiet:
+            print(json.dumps({"kind": row.kind, "step": row.step, **{k: round(v, 5) if isinstance(v, float) else v
+                                                                     for k, v in row.values.items()}}), flush=True)
 
-    final = train_and_save(config, build_task(config), model_path=args.model, metrics_path=args.metrics, log=log)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-        print(f"target accuracy {final['target_accuracy']:.4f} (last iterate); model: {args.model}", file=sys.stderr)
+    result = train(config, task, log=log)
+    result.save(config, task, args.model, args.metrics)
+    if is_main_process():  # under torchrun, rank 0 speaks for all
+        scores = ", ".join(f"{k.replace('_', ' ')} {result.final[k]:.4f}" for k in
+                           ("target_accuracy", "estimated_target_accuracy") if k in result.final)
+        print(f"{scores} ({result.selection['rule']}, step {result.selection['step']}); model: {args.model}",
+              file=sys.stderr)
     return 0
 
 
@@ -58,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tada", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train the method in params.yaml on its task")
+    p = sub.add_parser("train", help="train the method in params.yaml on its data (any data.name; laid out under "
+                                     "data.cache_dir/tasks the first time)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     p.add_argument("--model", type=Path, default=Path("models/model.pt"))
@@ -90,10 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     from tada.config import ConfigError
+    from tada.data.download import DownloadError
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, DownloadError, FileNotFoundError, ValueError) as e:
         print(f"tada: error: {e}", file=sys.stderr)
         return 2
 

@@ -10,7 +10,7 @@ reference travel in the model's metadata.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 from tada.config import Config
+from tada.data.task import DomainTask, center_crop, spaced, to_tensor
 from tada.io import atomic_path
 from tada.losses import prediction_entropy
 from tada.models.network import TadaNet
+from tada.preprocessing import NORMALISATION
 from tada.serving.model_info import (
     DOMAIN_PROBABILITY,
     ENTROPY,
@@ -29,11 +31,12 @@ from tada.serving.model_info import (
     INPUT,
     LOGITS,
     PROBABILITIES,
+    ModelInfo,
 )
 from tada.serving.shift import calibrate, ledoit_wolf, whitening
 
 INPUT_NAME = INPUT
-NORMALISATION = {"scale": 1 / 127.5, "offset": -1.0}  # x = pixel / 127.5 - 1, as tada.data.task.to_tensor
+REFERENCE_IMAGES = 4096  # at most, for each of the shift reference's two image sets
 
 
 class InferenceGraph(nn.Module):
@@ -98,23 +101,36 @@ def validation_record(evaluation: dict[str, float], atc_score: str) -> dict[str,
                            if k not in ("source_accuracy", "estimated_target_accuracy")}}
 
 
-def metadata(config: Config, classes: tuple[str, ...], in_channels: int,
-             evaluation: dict[str, float] | None = None) -> dict[str, str]:
-    """The ``tada.*`` metadata; with ``evaluation`` (the checkpoint's metrics) also ``tada.validation``."""
-    meta = {
-        "tada.classes": json.dumps(list(classes)),
-        "tada.input_size": json.dumps([in_channels, config.data.image_size, config.data.image_size]),
-        # evaluation's preprocessing: resize to L x L, then the central S x S window (L = S: no crop)
-        "tada.load_size": json.dumps(config.data.load_size or config.data.image_size),
-        "tada.color_mode": "L" if in_channels == 1 else "RGB",
-        "tada.normalisation": json.dumps(NORMALISATION),
-        "tada.method": config.method.name,
-        "tada.backbone": config.model.backbone,
-        "tada.params_hash": config.digest(),
-    }
+def model_info(config: Config, classes: tuple[str, ...], in_channels: int,
+               evaluation: dict[str, float] | None = None) -> ModelInfo:
+    """What the exported model says about itself (`tada.serving.model_info.ModelInfo`), before its outputs and
+    shift reference are known (`export_verified` adds them): classes, input and load size, colour mode,
+    normalisation, method, and with ``evaluation`` (the checkpoint's metrics) its label-free ``tada.validation``."""
+    validation = None
     if evaluation and "atc_threshold" in evaluation:  # checkpoints from before the validators have none
-        meta["tada.validation"] = json.dumps(validation_record(evaluation, config.validators.atc_score))
-    return meta
+        validation = validation_record(evaluation, config.validators.atc_score)
+    return ModelInfo(
+        classes=tuple(classes), input_size=(in_channels, config.data.image_size, config.data.image_size),
+        # evaluation's preprocessing: resize to L x L, then the central S x S window (L = S: no crop)
+        load_size=config.data.load_size or config.data.image_size, color_mode="L" if in_channels == 1 else "RGB",
+        scale=NORMALISATION["scale"], offset=NORMALISATION["offset"], outputs=(), shift_reference=None,
+        validation=validation,
+        extra={"method": config.method.name, "backbone": config.model.backbone, "params_hash": config.digest()})
+
+
+def reference_images(task: DomainTask, parity_count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The images an export needs, all from the target, labels unused: ``parity_count`` held-out images for the
+    parity check; the feature distribution's images (the unlabelled training images) and the calibration images
+    (the held-out test images; without a test split, the other half of the training images), each at most
+    `REFERENCE_IMAGES`, evenly spaced, so a large target (VisDA-2017) does not take hours of CPU inference."""
+    unlabelled = center_crop(task.target_train.images, task.source_test.images.shape[1])  # as evaluation sees them
+    if task.target_test is not None:
+        fit, calibration = unlabelled, task.target_test.images
+    else:
+        fit, calibration = unlabelled[::2], unlabelled[1::2]
+    return (to_tensor(np.ascontiguousarray(calibration[:parity_count])),
+            to_tensor(np.ascontiguousarray(spaced(fit, REFERENCE_IMAGES))),
+            to_tensor(np.ascontiguousarray(spaced(calibration, REFERENCE_IMAGES))))
 
 
 @torch.no_grad()
@@ -133,7 +149,7 @@ def export_verified(
     images: torch.Tensor,
     path: str | Path,
     opset: int,
-    meta: dict[str, str],
+    info: ModelInfo,
     batch_sizes: tuple[int, ...],
     tolerance: float,
     *,
@@ -157,10 +173,10 @@ def export_verified(
     model.eval()
     reference = None if fit_images is None else fit_feature_reference(model, fit_images)
     graph = InferenceGraph(model, reference).eval()
-    meta = {**meta, "tada.outputs": json.dumps(graph.output_names)}
+    shift = None
     if calibration_images is not None:
-        signals = {k: v.double().numpy() for k, v in graph.outputs(calibration_images).items()}
-        meta["tada.shift_reference"] = json.dumps(calibrate(signals))
+        shift = calibrate({k: v.double().numpy() for k, v in graph.outputs(calibration_images).items()})
+    meta = dataclasses.replace(info, outputs=tuple(graph.output_names), shift_reference=shift).to_metadata()
     with atomic_path(path) as tmp:
         with torch.no_grad():
             program = torch.onnx.export(
@@ -188,7 +204,7 @@ def export_verified(
                                             f"argmax identical {c['argmax_identical']}" for c in parity["checks"]))
             error.report = parity
             raise error
-    return {**parity, "outputs": graph.output_names, "metadata": meta}
+    return {**parity, "outputs": graph.output_names, "metadata": meta, "shift_reference": shift}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tada.train import LogRow
 
 
 class LiveLogger:
@@ -18,12 +22,10 @@ class LiveLogger:
 
         self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
 
-    def __call__(self, row: dict[str, float]) -> None:
-        self.live.step = int(row["step"])
-        prefix = "train" if "loss" in row else "eval"
-        for name, value in row.items():
-            if name != "step":
-                self.live.log_metric(f"{prefix}/{name}", value, plot=True)
+    def __call__(self, row: LogRow) -> None:
+        self.live.step = row.step
+        for name, value in row.values.items():
+            self.live.log_metric(f"{row.kind}/{name}", value, plot=True)
 
     def close(self) -> None:
         self.live.make_summary()

@@ -17,7 +17,7 @@ from PIL import Image
 
 from tada.config import Config
 from tada.data.task import DomainTask, build_default_task, to_tensor
-from tada.export import export_verified, metadata
+from tada.export import export_verified, model_info
 from tada.models.network import TadaNet
 from tada.train import train
 
@@ -66,7 +66,7 @@ def tiny_model() -> TinyModel:
     model = result.model.eval()
     torch.set_num_threads(threads)
     path = root / "model.onnx"
-    meta = metadata(config, task.classes, 1, result.final)  # with the label-free evaluation (tada.validation)
+    meta = model_info(config, task.classes, 1, result.final)  # with the label-free evaluation (tada.validation)
     export_verified(model, to_tensor(task.target_test.images[:32]), path, 18, meta,
                     (1, 32), 1e-4, fit_images=to_tensor(task.target_train.images),
                     calibration_images=to_tensor(task.target_test.images))

@@ -68,7 +68,7 @@ def test_resnet_tada_model_has_k_regions_and_lr_groups(tiny_config):
 def test_pretrained_resnet50_from_a_weights_file_trains_its_backbone_at_a_tenth(tmp_path):
     """The paper's setting, offline: ImageNet-style ResNet-50 weights from a file, backbone lr = 0.1 x new layers."""
     from tada.config import Config
-    from tada.train import build_optimizer, set_learning_rate
+    from tada.optim import build_optimizer, set_learning_rate
 
     torch.manual_seed(0)
     reference = torchvision.models.resnet50(weights=None)  # stands in for the ImageNet weights

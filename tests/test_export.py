@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tada.export as export
-from tada.export import ExportError, export_verified, metadata, read_metadata
+from tada.export import ExportError, export_verified, model_info, read_metadata
 from tada.methods import build_model
 
 
@@ -22,7 +22,7 @@ def model(tiny_config):
 def test_exported_model_matches_pytorch_at_batch_1_and_32(model, tiny_config, tmp_path):
     images = torch.rand(32, 1, 28, 28) * 2 - 1
     path = tmp_path / "model.onnx"
-    report = export_verified(model, images, path, 18, metadata(tiny_config, tuple("0123456789"), 1), (1, 32), 1e-4)
+    report = export_verified(model, images, path, 18, model_info(tiny_config, tuple("0123456789"), 1), (1, 32), 1e-4)
     assert report["passed"] and [c["batch_size"] for c in report["checks"]] == [1, 32]
     assert all(c["max_abs_diff"] <= 1e-4 and c["argmax_identical"] for c in report["checks"])
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # one file, no external data
@@ -54,7 +54,7 @@ def test_exported_model_matches_pytorch_at_batch_1_and_32(model, tiny_config, tm
 def test_failed_parity_leaves_the_previous_model_untouched(model, tiny_config, tmp_path, monkeypatch):
     images = torch.rand(32, 1, 28, 28)
     path = tmp_path / "model.onnx"
-    meta = metadata(tiny_config, tuple("0123456789"), 1)
+    meta = model_info(tiny_config, tuple("0123456789"), 1)
     export_verified(model, images, path, 18, meta, (1,), 1e-4)
     before = path.read_bytes()
 
@@ -77,7 +77,7 @@ def test_failed_parity_leaves_the_previous_model_untouched(model, tiny_config, t
 def test_parity_needs_enough_images(model, tiny_config, tmp_path):
     with pytest.raises(ExportError, match="needs 32 images"):
         export_verified(model, torch.rand(4, 1, 28, 28), tmp_path / "m.onnx", 18,
-                        metadata(tiny_config, tuple("0123456789"), 1), (1, 32), 1e-4)
+                        model_info(tiny_config, tuple("0123456789"), 1), (1, 32), 1e-4)
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -85,7 +85,7 @@ def test_metadata_normalisation_is_the_training_preprocessing(tiny_config):
     from tada.data.task import to_tensor
 
     pixels = np.array([[[0, 64, 128, 255]]], dtype=np.uint8)
-    norm = json.loads(metadata(tiny_config, ("a", "b"), 1)["tada.normalisation"])
+    norm = json.loads(model_info(tiny_config, ("a", "b"), 1).to_metadata()["tada.normalisation"])
     np.testing.assert_allclose(pixels * norm["scale"] + norm["offset"], to_tensor(pixels)[0].numpy(), atol=1e-6)
 
 
@@ -93,7 +93,7 @@ def test_source_only_has_no_domain_probability(tiny_config, tmp_path):
     config = tiny_config.replace({"method.name": "source_only"})
     net = build_model(config, num_classes=10, in_channels=1).eval()
     report = export_verified(net, torch.rand(2, 1, 28, 28), tmp_path / "m.onnx", 18,
-                             metadata(config, tuple("0123456789"), 1), (1, 2), 1e-4)
+                             model_info(config, tuple("0123456789"), 1), (1, 2), 1e-4)
     assert report["outputs"] == ["logits", "probabilities", "entropy"]
     assert "tada.shift_reference" not in read_metadata(tmp_path / "m.onnx")
 
@@ -105,7 +105,7 @@ def test_shift_reference_is_measured_on_the_calibration_images(model, tiny_confi
     torch.manual_seed(1)
     fit, calibration = torch.rand(64, 1, 28, 28) * 2 - 1, torch.rand(40, 1, 28, 28) * 2 - 1
     path = tmp_path / "model.onnx"
-    report = export_verified(model, calibration, path, 18, metadata(tiny_config, tuple("0123456789"), 1), (1, 32),
+    report = export_verified(model, calibration, path, 18, model_info(tiny_config, tuple("0123456789"), 1), (1, 32),
                              1e-4, fit_images=fit, calibration_images=calibration)
     assert report["outputs"][-2:] == ["domain_probability", "feature_distance"]
     assert all(c["outputs"]["feature_distance"] <= 1e-4 for c in report["checks"])  # parity on every output
@@ -135,12 +135,13 @@ def test_shift_reference_is_measured_on_the_calibration_images(model, tiny_confi
 def test_feature_distance_needs_a_calibration_set(model, tiny_config, tmp_path):
     with pytest.raises(ValueError, match="needs calibration_images"):
         export_verified(model, torch.rand(2, 1, 28, 28), tmp_path / "m.onnx", 18,
-                        metadata(tiny_config, tuple("0123456789"), 1), (1,), 1e-4, fit_images=torch.rand(8, 1, 28, 28))
+                        model_info(tiny_config, tuple("0123456789"), 1), (1,), 1e-4,
+                        fit_images=torch.rand(8, 1, 28, 28))
     assert not (tmp_path / "m.onnx").exists()
 
 
 def test_metadata_records_the_evaluation_resize_and_crop(tiny_config):
-    assert json.loads(metadata(tiny_config, ("a", "b"), 1)["tada.load_size"]) == 28  # no crop
+    assert json.loads(model_info(tiny_config, ("a", "b"), 1).to_metadata()["tada.load_size"]) == 28  # no crop
     cropped = tiny_config.replace({"data.load_size": 32})
-    meta = metadata(cropped, ("a", "b"), 1)
+    meta = model_info(cropped, ("a", "b"), 1).to_metadata()
     assert json.loads(meta["tada.load_size"]) == 32 and json.loads(meta["tada.input_size"]) == [1, 28, 28]

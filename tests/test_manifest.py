@@ -3,8 +3,13 @@ import csv
 import numpy as np
 import pytest
 
+from tada.data.decoded import load_task
 from tada.data.manifest import COLUMNS, read_manifest, write_dataset
-from tada.workflows import build_task, load_fetched_task
+from tada.data.task import build_default_task
+
+
+def build_task(config):
+    return build_default_task(config.data)
 
 
 def test_written_dataset_round_trips_through_the_manifest(tmp_path, tiny_config):
@@ -18,7 +23,7 @@ def test_written_dataset_round_trips_through_the_manifest(tmp_path, tiny_config)
     assert {r.label for r in listed if (r.domain, r.split) == ("target", "train")} == {""}  # unlabelled
     assert all((r.width, r.height, r.mode) == (28, 28, "L") for r in listed)
 
-    loaded = load_fetched_task(tiny_config, tmp_path / "data")
+    loaded = load_task(tmp_path / "data", tiny_config.data)
     assert np.array_equal(loaded.source_train.images, task.source_train.images)
     assert np.array_equal(loaded.target_test.labels, task.target_test.labels)
     assert loaded.target_train.labels is None
@@ -57,11 +62,12 @@ def test_missing_manifest_says_to_run_fetch(tmp_path):
 
 
 def test_decoded_pixels_are_cached_memory_mapped_and_keyed_by_the_manifest(tmp_path, tiny_config, monkeypatch):
-    from tada.data import manifest
+    from tada.data import decoded
 
     write_dataset(build_task(tiny_config), tmp_path / "data")
-    plain = manifest.load_task(tmp_path / "data", 28)
-    cached = manifest.load_task(tmp_path / "data", 28, cache_dir=tmp_path / "cache", num_workers=2)
+    plain = load_task(tmp_path / "data", tiny_config.replace({"data.decoded_cache": None}).data)
+    cached_cfg = tiny_config.replace({"data.decoded_cache": str(tmp_path / "cache"), "data.num_workers": 2}).data
+    cached = load_task(tmp_path / "data", cached_cfg)
     [key] = list((tmp_path / "cache").iterdir())
     assert sorted(p.name for p in key.iterdir()) == ["source_test.npy", "source_train.npy", "target_test.npy",
                                                      "target_train.npy"]
@@ -73,8 +79,9 @@ def test_decoded_pixels_are_cached_memory_mapped_and_keyed_by_the_manifest(tmp_p
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(manifest, "load_image", no_decoding)
-    again = manifest.load_task(tmp_path / "data", 28, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(decoded, "load_image", no_decoding)
+    again = load_task(tmp_path / "data", cached_cfg)
     assert np.array_equal(again.source_train.images, plain.source_train.images)
     with pytest.raises(AssertionError, match="decoded again"):  # another size is another key
-        manifest.load_task(tmp_path / "data", 28, load_size=32, cache_dir=tmp_path / "cache")
+        load_task(tmp_path / "data", tiny_config.replace({"data.decoded_cache": str(tmp_path / "cache"),
+                                                          "data.load_size": 32}).data)

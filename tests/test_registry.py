@@ -23,8 +23,8 @@ from PIL import Image
 
 from tada.config import DataConfig
 from tada.data import registry
+from tada.data.datasets import benchmark_splits
 from tada.data.download import Archive, DownloadError
-from tada.workflows import benchmark_splits
 
 
 def jpeg(seed: int, size=(20, 16)) -> bytes:

@@ -14,8 +14,9 @@ import pytest
 import torch
 import yaml
 
+from tada.checkpoint import CheckpointStore, training_fingerprint
 from tada.config import Config
-from tada.train import CheckpointStore, train, training_fingerprint
+from tada.train import train
 
 TINY = {
     "data.source_train_per_class": 12, "data.source_test_per_class": 4, "model.bottleneck_dim": 32,
@@ -44,7 +45,7 @@ def test_resume_in_process_matches_an_uninterrupted_run(tmp_path, tiny_task):
 
     def crash_at_step_20(row):
         seen.append(row)
-        if row["step"] == 20 and "loss" in row:
+        if row.step == 20 and row.kind == "train":
             raise Interrupt
 
     with pytest.raises(Interrupt):
@@ -158,7 +159,7 @@ def test_resume_keeps_the_selected_snapshot(tmp_path, tiny_task):
     reference = train(config.replace({"train.checkpoint_interval": 0}), tiny_task)
 
     def crash_at_step_28(row):  # after the step-24 checkpoint, which holds the best snapshot of steps 6..24
-        if row["step"] == 28 and "loss" in row:
+        if row.step == 28 and row.kind == "train":
             raise Interrupt
 
     with pytest.raises(Interrupt):

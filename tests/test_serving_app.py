@@ -23,7 +23,8 @@ def tiny():
 @pytest.fixture
 def client(tiny):
     settings = ServeSettings(model=tiny.onnx, **LIMITS)
-    app = create_app(Predictor(tiny.onnx, max_pixels=settings.max_pixels), settings)
+    app = create_app(Predictor(tiny.onnx, max_pixels=settings.max_pixels, shift_threshold=settings.shift_threshold),
+                     settings)
     with TestClient(app) as c:
         yield c
 

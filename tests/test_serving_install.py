@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from serving_model import tiny_model
 
-from tada.data.manifest import load_image
+from tada.data.decoded import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

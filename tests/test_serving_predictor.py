@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 
@@ -6,11 +5,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from serving_model import noise_images, png, tiny_model
 
-from tada.data.manifest import load_image
+from tada.data.decoded import load_image
 from tada.data.task import center_crop, to_tensor
 from tada.serving import ModelError, Predictor
 from tada.serving.images import CorruptImageError, ImageTooLargeError, NotAnImageError, decode, normalise, to_array
@@ -34,7 +32,7 @@ def test_preprocessing_is_bit_identical_to_training(tmp_path, mode, size, load_s
     image = Image.fromarray(rng.integers(0, 256, shape + channels, dtype=np.uint8), source_mode)
     path = tmp_path / "x.png"
     image.save(path)
-    loaded = center_crop(load_image(path, mode, load_size)[None], size)  # tada.data.manifest.load_task's steps
+    loaded = center_crop(load_image(path, mode, load_size)[None], size)  # tada.data.decoded.load_task's steps
     trained = to_tensor(np.array(loaded)).numpy()  # what training's evaluation feeds the network
     served = normalise(to_array(decode(path.read_bytes(), 10**6), mode, size, load_size)[None], 1 / 127.5, -1.0)
     assert served.dtype == np.float32 and served.shape == trained.shape
@@ -131,31 +129,10 @@ def test_bad_models_are_refused_with_the_reason(tiny, tmp_path):
     wrong_outputs = _with_metadata(tiny.onnx, tmp_path / "c.onnx", lambda m: m.update({"tada.outputs": '["logits"]'}))
     with pytest.raises(ModelError, match="metadata names outputs"):
         Predictor(wrong_outputs)
-
-
-def test_a_model_exported_before_the_extra_outputs_still_serves(tmp_path):
-    """Earlier releases output only logits: probabilities and entropy are computed, there is no shift score."""
-    weights = np.random.default_rng(0).normal(size=(784, 10)).astype(np.float32) * 0.1
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["image"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "old", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        [numpy_helper.from_array(weights, "w")])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    proto.ir_version = 10
-    meta = {"tada.classes": json.dumps(list("0123456789")), "tada.input_size": "[1, 28, 28]",
-            "tada.color_mode": "L", "tada.normalisation": json.dumps({"scale": 1 / 127.5, "offset": -1.0})}
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save_model(proto, str(tmp_path / "old.onnx"))
-    pixels = noise_images(3)
-    [p, *_] = Predictor(tmp_path / "old.onnx").predict_arrays(pixels)
-    logits = (pixels[0].astype(np.float32).reshape(-1) / 127.5 - 1) @ weights
-    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    assert p.index == probabilities.argmax() and p.confidence == pytest.approx(probabilities.max(), rel=1e-4)
-    assert p.entropy == pytest.approx(-(probabilities * np.log(probabilities)).sum(), rel=1e-4)
-    assert p.shift_score is None and p.domain_probability is None
+    for key in ("tada.outputs", "tada.load_size"):  # every model this project exported has them
+        missing = _with_metadata(tiny.onnx, tmp_path / "d.onnx", lambda m, key=key: m.pop(key))
+        with pytest.raises(ModelError, match=f"'{key}' missing"):
+            Predictor(missing)
 
 
 def test_bad_image_bytes_are_classified():

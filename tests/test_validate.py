@@ -6,8 +6,8 @@ import json
 import pytest
 
 from tada.config import ValidateConfig
+from tada.data.datasets import materialise
 from tada.validate import validate_dataset
-from tada.workflows import fetch_dataset
 
 CFG = ValidateConfig(min_per_class=2, min_rows=50)
 
@@ -15,7 +15,7 @@ CFG = ValidateConfig(min_per_class=2, min_rows=50)
 @pytest.fixture
 def dataset(tmp_path, tiny_config):
     root = tmp_path / "data"
-    fetch_dataset(tiny_config, root)
+    materialise(tiny_config.data, root)
     return root
 
 

@@ -15,6 +15,10 @@ import torch
 from tada.config import DataConfig
 from tada.data.handwritten import load_handwritten_digits
 from tada.data.synthetic import RenderSpec, render_digits
+from tada.preprocessing import DIVISOR, OFFSET, center_crop
+
+__all__ = ["DomainTask", "ImageSet", "build_default_task", "center_crop", "crop_batch", "spaced", "stratified_split",
+           "to_tensor", "uint8_to_input"]
 
 TARGET_SPLIT_SEED = 20190127  # fixed for all runs: the target test split never moves with the run's seed
 SOURCE_SPLIT_SEED = 20190128  # the held-out source images of datasets without a source test split
@@ -90,8 +94,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def uint8_to_input(images: torch.Tensor) -> torch.Tensor:
-    """`to_tensor` for a uint8 tensor (e.g. one batch indexed out of the images kept in memory)."""
-    x = images.float().div_(127.5).sub_(1.0)
+    """`to_tensor` for a uint8 tensor (e.g. one batch indexed out of the images kept in memory):
+    ``pixel / 127.5 - 1`` (`tada.preprocessing`, the serving side's `normalise` bit for bit)."""
+    x = images.float().div_(DIVISOR).add_(OFFSET)
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
@@ -101,15 +106,6 @@ def spaced(images: np.ndarray, count: int) -> np.ndarray:
     if len(images) > count:
         images = images[np.linspace(0, len(images) - 1, count).round().astype(int)]
     return images
-
-
-def center_crop(images: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size x size`` window of uint8 ``(N, H, W[, 3])`` images (as they are if already that size)."""
-    h, w = images.shape[1:3]
-    if (h, w) == (size, size):
-        return images
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[:, top: top + size, left: left + size]
 
 
 def crop_batch(x: torch.Tensor, size: int, augment: bool, generator: torch.Generator | None = None) -> torch.Tensor:

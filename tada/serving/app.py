@@ -55,8 +55,7 @@ class Rejection(Exception):
 def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
     """The service around ``predictor``, wrapped in `ObservedApp` (request metrics, last-resort error handling)."""
     info = predictor.info
-    reference = info.shift_reference
-    threshold = settings.shift_threshold or (reference["threshold"] if reference else None)
+    threshold = predictor.shift_threshold
     monitor = ShiftMonitor(settings.shift_window, threshold) if threshold is not None else None
     accuracy = (AccuracyMonitor(settings.shift_window, info.validation["estimated_target_accuracy"])
                 if info.validation is not None else None)
@@ -92,9 +91,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
         metrics.images.inc(len(predictions))
         for p in predictions:
             metrics.labels.labels(p.label).inc()
-        body = [{"filename": name, **p.to_dict(),
-                 "shifted": None if p.shift_score is None or threshold is None else p.shift_score > threshold}
-                for (name, _), p in zip(parts, predictions, strict=True)]
+        body = [{"filename": name, **p.to_dict()} for (name, _), p in zip(parts, predictions, strict=True)]
         return JSONResponse({"predictions": body, "shift_threshold": threshold})
 
     @app.get("/health")

@@ -40,8 +40,7 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def predict_files(predictor: Predictor, paths: Sequence[Path], threshold: float | None,
-                  progress: bool = True) -> list[dict[str, Any]]:
+def predict_files(predictor: Predictor, paths: Sequence[Path], progress: bool = True) -> list[dict[str, Any]]:
     """One row per path (see `COLUMNS`), in ``predictor.batch_size`` batches, with a progress bar on stderr."""
     from tqdm import tqdm
 
@@ -65,9 +64,7 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], threshold: float 
                     rows.append({"path": str(path), "error": failed[path]})
                     continue
                 p = predictions[path].to_dict()
-                shifted = None if p["shift_score"] is None or threshold is None else p["shift_score"] > threshold
-                rows.append({"path": str(path), **{k: v for k, v in p.items() if k != "index"}, "shifted": shifted,
-                             "error": None})
+                rows.append({"path": str(path), **{k: v for k, v in p.items() if k != "index"}, "error": None})
             bar.update(len(batch))
     return rows
 
@@ -97,7 +94,8 @@ def run(model: Path, paths: Sequence[str], output: Path | None, fmt: str | None,
     from tada.serving.model_info import ModelError
 
     try:
-        predictor = Predictor(model, intra_op_threads=threads, batch_size=batch_size, top_k=top_k)
+        predictor = Predictor(model, intra_op_threads=threads, batch_size=batch_size, top_k=top_k,
+                              shift_threshold=shift_threshold)
         files = collect_images(paths)
     except (FileNotFoundError, ModelError, ValueError) as e:
         print(f"tada predict: error: {e}", file=sys.stderr)
@@ -107,10 +105,9 @@ def run(model: Path, paths: Sequence[str], output: Path | None, fmt: str | None,
               f"{', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
         return 2
     fmt = fmt or ("json" if output is not None and output.suffix.lower() == ".json" else "csv")
-    reference = predictor.info.shift_reference
-    threshold = shift_threshold or (reference["threshold"] if reference else None)
+    threshold = predictor.shift_threshold
     start = time.perf_counter()
-    rows = predict_files(predictor, files, threshold, progress)
+    rows = predict_files(predictor, files, progress)
     seconds = time.perf_counter() - start
     text = to_json(rows, predictor, threshold) if fmt == "json" else to_csv(rows)
     if output is None:

@@ -79,11 +79,11 @@ class ModelInfo:
             raise ModelError(f"{source}: tada.color_mode {mode!r} does not fit {size[0]} input channels")
         if not (isinstance(norm, dict) and {"scale", "offset"} <= norm.keys()):
             raise ModelError(f"{source}: tada.normalisation must have scale and offset, got {norm!r}")
-        load_size = field("tada.load_size") if "tada.load_size" in meta else size[1]  # models before crops
+        load_size = field("tada.load_size")
         if not (isinstance(load_size, int) and load_size >= size[1]):
             raise ModelError(f"{source}: tada.load_size must be an integer >= the input size {size[1]}, "
                              f"got {load_size!r}")
-        declared = tuple(field("tada.outputs")) if "tada.outputs" in meta else (LOGITS,)  # models before outputs
+        declared = tuple(field("tada.outputs"))
         if declared != graph_outputs:
             raise ModelError(f"{source}: metadata names outputs {list(declared)}, the graph has {list(graph_outputs)}")
         reference = field("tada.shift_reference") if "tada.shift_reference" in meta else None
@@ -104,6 +104,21 @@ class ModelInfo:
         extra = {k.removeprefix("tada."): v for k, v in meta.items() if k.startswith("tada.") and k not in known}
         return cls(tuple(classes), (size[0], size[1], size[2]), load_size, mode, float(norm["scale"]),
                    float(norm["offset"]), graph_outputs, reference, validation, extra)
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ONNX ``metadata_props`` `from_metadata` reads back (written by `tada.export`)."""
+        meta = {
+            "tada.classes": json.dumps(list(self.classes)),
+            "tada.input_size": json.dumps(list(self.input_size)),
+            "tada.load_size": json.dumps(self.load_size),
+            "tada.color_mode": self.color_mode,
+            "tada.normalisation": json.dumps({"scale": self.scale, "offset": self.offset}),
+            "tada.outputs": json.dumps(list(self.outputs)),
+        }
+        for key, value in (("tada.shift_reference", self.shift_reference), ("tada.validation", self.validation)):
+            if value is not None:
+                meta[key] = json.dumps(value)
+        return meta | {f"tada.{k}": v for k, v in self.extra.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for GET /metadata."""

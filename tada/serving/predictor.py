@@ -21,7 +21,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from tada.serving.images import decode, load_file, normalise, to_array
-from tada.serving.model_info import DOMAIN_PROBABILITY, ENTROPY, INPUT, LOGITS, PROBABILITIES, ModelError, ModelInfo
+from tada.serving.model_info import DOMAIN_PROBABILITY, ENTROPY, INPUT, PROBABILITIES, ModelError, ModelInfo
 from tada.serving.shift import shift_scores
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # decoded size limit per image: a 1 kB PNG can claim 50,000 x 50,000 pixels
@@ -38,6 +38,7 @@ class Prediction:
         entropy: prediction entropy in nats.
         domain_probability: the global discriminator's "source image" probability (None without one).
         shift_score: distance from the adapted target domain (`tada.serving.shift`; None without a reference).
+        shifted: whether ``shift_score`` is above the predictor's ``shift_threshold`` (None without one).
         confident: whether its confidence reaches ATC's threshold fitted at export: the fraction of confident
             images estimates the accuracy on them (`tada.serving.accuracy`; None for a model without
             ``tada.validation``).
@@ -50,7 +51,8 @@ class Prediction:
     entropy: float
     domain_probability: float | None
     shift_score: float | None
-    confident: bool | None = None
+    shifted: bool | None
+    confident: bool | None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -67,6 +69,8 @@ class Predictor:
         batch_size: most images per onnxruntime call; longer inputs are split.
         top_k: classes listed per prediction.
         max_pixels: decoded-size limit per image (width x height).
+        shift_threshold: shift score above which an image is ``shifted``; default the threshold calibrated at
+            export (the 99th percentile of held-out target images).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class Predictor:
         batch_size: int = 32,
         top_k: int = 3,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        shift_threshold: float | None = None,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -100,6 +105,8 @@ class Predictor:
                              f"metadata's {INPUT} [batch, {', '.join(map(str, self.info.input_size))}]")
         self.path, self.batch_size, self.top_k, self.max_pixels = path, batch_size, top_k, max_pixels
         self.intra_op_threads = intra_op_threads
+        reference = self.info.shift_reference
+        self.shift_threshold = shift_threshold or (reference["threshold"] if reference else None)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """A decoded image -> uint8 pixels at the model's mode and size (training's `load_image` and crop)."""
@@ -125,9 +132,7 @@ class Predictor:
         if len(pixels) == 0:
             return []
         out = self.run(pixels)
-        probabilities = out[PROBABILITIES] if PROBABILITIES in out else _softmax(out[LOGITS])
-        entropy = out[ENTROPY] if ENTROPY in out else _entropy(probabilities)
-        domain = out.get(DOMAIN_PROBABILITY)
+        probabilities, entropy, domain = out[PROBABILITIES], out[ENTROPY], out.get(DOMAIN_PROBABILITY)
         scores = self.shift_scores(out)
         confident = self.confident(probabilities, entropy)
         k = min(self.top_k, probabilities.shape[1])
@@ -142,6 +147,8 @@ class Predictor:
                 entropy=float(entropy[i]),
                 domain_probability=None if domain is None else float(domain[i]),
                 shift_score=None if scores is None else float(scores[i]),
+                shifted=None if scores is None or self.shift_threshold is None else bool(
+                    scores[i] > self.shift_threshold),
                 confident=None if confident is None else bool(confident[i]),
             )
             for i, row in enumerate(order)
@@ -180,11 +187,3 @@ class Predictor:
             return np.zeros((0, size, size) if self.info.color_mode == "L" else (0, size, size, 3), np.uint8)
         return np.stack(arrays)
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    return -(p * np.log(np.clip(p, 1e-30, None))).sum(axis=1)

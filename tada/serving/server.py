@@ -55,7 +55,8 @@ def serve(settings: ServeSettings) -> None:
     from tada.serving.predictor import Predictor
 
     predictor = Predictor(settings.model, intra_op_threads=settings.intra_op_threads,
-                          batch_size=settings.batch_size, top_k=settings.top_k, max_pixels=settings.max_pixels)
+                          batch_size=settings.batch_size, top_k=settings.top_k, max_pixels=settings.max_pixels,
+                          shift_threshold=settings.shift_threshold)
     info = predictor.info
     print(f"tada serve: {settings.model} ({info.extra.get('method', '?')}, {info.extra.get('backbone', '?')}, "
           f"{len(info.classes)} classes, outputs {', '.join(info.outputs)}) on http://{settings.host}:{settings.port}",
