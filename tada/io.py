@@ -10,8 +10,9 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,11 @@ def replace_dir(staging: str | Path, target: str | Path) -> None:
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        remove_tree(old)  # left by an earlier crash of a process with our pid: renaming onto it would fail
         os.replace(target, old)
     os.replace(staging, target)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)
 
 
 @contextlib.contextmanager
@@ -64,4 +66,23 @@ def staging_dir(target: str | Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete the file or directory tree ``path`` if it exists, best effort (what cannot be deleted is left).
+
+    Read-only directories are made writable first: an extracted archive may hold some, and ``rmtree`` alone could
+    not empty them.
+    """
+
+    def make_writable_and_retry(func: Callable[[str], object], name: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(name), stat.S_IRWXU)
+            func(name)
+
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, onerror=make_writable_and_retry)

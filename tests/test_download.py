@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tada.data import download
 from tada.data.download import MARKER, Archive, DownloadError, ensure_dataset, extract_archive, fetch_archive
+from tada.data.download import http as download_http
 
 # --------------------------------------------------------------------------------------------------------------------
 # The local server
@@ -108,7 +108,7 @@ def server() -> Iterator[Server]:
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the real retry logic, with a short backoff."""
-    monkeypatch.setattr(download, "_BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(download_http, "_BACKOFF_BASE_S", 0.01)
 
 
 @pytest.fixture

@@ -13,15 +13,31 @@ that does not decode is listed anyway, so that the validate stage names it inste
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from tada.config import FolderConfig
-from tada.data.registry import read_csv_listing
 from tada.data.samples import IMAGE_SUFFIXES, Sample
 
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_csv_listing(path: Path) -> list[tuple[str, str | None]]:
+    """Rows of ``path[,label]`` from a CSV or whitespace-free list file; a header row ``path,label`` is skipped."""
+    rows = []
+    with open(path, newline="") as f:
+        for number, record in enumerate(csv.reader(f), start=1):
+            if not record or not record[0].strip() or record[0].lstrip().startswith("#"):
+                continue
+            if number == 1 and record[0].strip().lower() == "path":
+                continue
+            if len(record) > 2:
+                raise ValueError(f"{path}, line {number}: expected 'path' or 'path,label', got {len(record)} fields")
+            label = record[1].strip() if len(record) == 2 and record[1].strip() else None
+            rows.append((record[0].strip(), label))
+    return rows
 
 
 def read_listing(spec: str, key: str, *, labels_required: bool) -> list[Sample]:

@@ -13,7 +13,6 @@ memory (`tada.data.task`).
 from __future__ import annotations
 
 import bz2
-import csv
 import gzip
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,15 +27,10 @@ from tada.data.samples import IMAGE_SUFFIXES, DomainData, Sample
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    title: str
     domains: tuple[str, ...]
     classes: tuple[str, ...]
     archives: Callable[[str], tuple[Archive, ...]]  # the archives one domain needs
     read: Callable[[dict[str, Path], str, tuple[str, ...]], DomainData]  # extracted dirs by archive name -> data
-    layout: str  # the release's layout, for the docs and error messages
-    homepage: str
-    image_size: int  # the paper's input size for this benchmark
-    color_mode: str
 
     def check_domain(self, key: str, domain: str) -> None:
         if domain not in self.domains:
@@ -76,6 +70,7 @@ def _list_file(root: Path, listing: Path, classes: Sequence[str], what: str) -> 
 
 
 # --- Office-31 (Saenko et al., 2010) ------------------------------------------------------------------------------
+# Home page (where to get the archive by hand): https://faculty.cc.gatech.edu/~judy/domainadapt/
 
 OFFICE31_CLASSES = (
     "back_pack", "bike", "bike_helmet", "bookcase", "bottle", "calculator", "desk_chair", "desk_lamp",
@@ -96,6 +91,7 @@ def _read_office31(dirs: dict[str, Path], domain: str, classes: tuple[str, ...])
 
 
 # --- Office-Home (Venkateswara et al., 2017) ------------------------------------------------------------------------
+# Home page (where to get the archive by hand): https://www.hemanthdv.org/officeHomeDataset.html
 
 OFFICE_HOME_CLASSES = (
     "Alarm_Clock", "Backpack", "Batteries", "Bed", "Bike", "Bottle", "Bucket", "Calculator", "Calendar", "Candles",
@@ -120,6 +116,7 @@ def _read_office_home(dirs: dict[str, Path], domain: str, classes: tuple[str, ..
 
 
 # --- ImageCLEF-DA (Long et al., 2017) -------------------------------------------------------------------------------
+# Home page (where to get the archive by hand): https://www.imageclef.org/2014/adaptation
 
 IMAGE_CLEF_CLASSES = ("aeroplane", "bike", "bird", "boat", "bottle", "bus", "car", "dog", "horse", "monitor",
                       "motorbike", "people")  # in the index order of the release's list files
@@ -136,6 +133,7 @@ def _read_image_clef(dirs: dict[str, Path], domain: str, classes: tuple[str, ...
 
 
 # --- VisDA-2017 classification (Peng et al., 2017) ------------------------------------------------------------------
+# Home page (where to get the archive by hand): https://ai.bu.edu/visda-2017/
 
 VISDA_CLASSES = ("aeroplane", "bicycle", "bus", "car", "horse", "knife", "motorcycle", "person", "plant",
                  "skateboard", "train", "truck")
@@ -246,27 +244,16 @@ def _read_digits(dirs: dict[str, Path], domain: str, classes: tuple[str, ...]) -
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec for spec in (
-        DatasetSpec("office31", "Office-31", ("amazon", "dslr", "webcam"), OFFICE31_CLASSES,
-                    lambda domain: (OFFICE31_ARCHIVE,), _read_office31,
-                    "domain_adaptation_images.tar.gz: {amazon,dslr,webcam}/images/<class>/*.jpg",
-                    "https://faculty.cc.gatech.edu/~judy/domainadapt/", 224, "RGB"),
-        DatasetSpec("office_home", "Office-Home", tuple(OFFICE_HOME_DIRS), OFFICE_HOME_CLASSES,
-                    lambda domain: (OFFICE_HOME_ARCHIVE,), _read_office_home,
-                    "OfficeHomeDataset_10072016.zip: OfficeHomeDataset_10072016/{Art,Clipart,Product,Real World}/"
-                    "<class>/*.jpg", "https://www.hemanthdv.org/officeHomeDataset.html", 224, "RGB"),
-        DatasetSpec("image_clef", "ImageCLEF-DA", ("b", "c", "i", "p"), IMAGE_CLEF_CLASSES,
-                    lambda domain: (IMAGE_CLEF_ARCHIVE,), _read_image_clef,
-                    "image_CLEF.zip: image_CLEF/{b,c,i,p}/*.jpg and image_CLEF/list/{b,c,i,p}List.txt "
-                    "('<path> <class index>' per line)", "https://www.imageclef.org/2014/adaptation", 224, "RGB"),
-        DatasetSpec("visda2017", "VisDA-2017 classification", ("synthetic", "real"), VISDA_CLASSES,
-                    lambda domain: (VISDA_ARCHIVES[domain],), _read_visda,
-                    "train.tar: train/<class>/*.png + train/image_list.txt; validation.tar: validation/<class>/*.jpg "
-                    "+ validation/image_list.txt", "https://ai.bu.edu/visda-2017/", 224, "RGB"),
-        DatasetSpec("digits", "Digits", ("mnist", "usps", "svhn", "mnist_m"), DIGIT_CLASSES,
-                    lambda domain: DIGIT_ARCHIVES[domain], _read_digits,
-                    "MNIST idx .gz files; USPS LIBSVM usps.bz2/usps.t.bz2; SVHN train_32x32.mat/test_32x32.mat; "
-                    "mnist_m.tar.gz: mnist_m/mnist_m_{train,test}/*.png + mnist_m_{train,test}_labels.txt",
-                    "http://yann.lecun.com/exdb/mnist/", 32, "RGB"),
+        DatasetSpec(name="office31", domains=("amazon", "dslr", "webcam"), classes=OFFICE31_CLASSES,
+                    archives=lambda domain: (OFFICE31_ARCHIVE,), read=_read_office31),
+        DatasetSpec(name="office_home", domains=tuple(OFFICE_HOME_DIRS), classes=OFFICE_HOME_CLASSES,
+                    archives=lambda domain: (OFFICE_HOME_ARCHIVE,), read=_read_office_home),
+        DatasetSpec(name="image_clef", domains=("b", "c", "i", "p"), classes=IMAGE_CLEF_CLASSES,
+                    archives=lambda domain: (IMAGE_CLEF_ARCHIVE,), read=_read_image_clef),
+        DatasetSpec(name="visda2017", domains=("synthetic", "real"), classes=VISDA_CLASSES,
+                    archives=lambda domain: (VISDA_ARCHIVES[domain],), read=_read_visda),
+        DatasetSpec(name="digits", domains=("mnist", "usps", "svhn", "mnist_m"), classes=DIGIT_CLASSES,
+                    archives=lambda domain: DIGIT_ARCHIVES[domain], read=_read_digits),
     )
 }
 
@@ -275,19 +262,3 @@ def get_dataset(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(f"data.name: no benchmark named {name!r} (benchmarks: {', '.join(DATASETS)})")
     return DATASETS[name]
-
-
-def read_csv_listing(path: Path) -> list[tuple[str, str | None]]:
-    """Rows of ``path[,label]`` from a CSV or whitespace-free list file; a header row ``path,label`` is skipped."""
-    rows = []
-    with open(path, newline="") as f:
-        for number, record in enumerate(csv.reader(f), start=1):
-            if not record or not record[0].strip() or record[0].lstrip().startswith("#"):
-                continue
-            if number == 1 and record[0].strip().lower() == "path":
-                continue
-            if len(record) > 2:
-                raise ValueError(f"{path}, line {number}: expected 'path' or 'path,label', got {len(record)} fields")
-            label = record[1].strip() if len(record) == 2 and record[1].strip() else None
-            rows.append((record[0].strip(), label))
-    return rows
