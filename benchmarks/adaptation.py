@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tada.config import load_config, parse_overrides
-from tada.data.task import build_default_task
+from tada.data.default_task import build_default_task
 from tada.io import write_json_atomic
 from tada.methods import METHODS as ALL_METHODS
 from tada.train import train

@@ -40,10 +40,11 @@ def measure(setup: str, method: str, threads: int) -> dict[str, float]:
     """Run in a fresh process: time the training step of ``method`` on ``setup``."""
     import torch
 
+    from tada.checkpoint import seed_everything
     from tada.config import Config
-    from tada.losses import total_loss
-    from tada.methods import build_model, get_method, loss_terms
-    from tada.train import build_optimizer, seed_everything, set_learning_rate
+    from tada.methods import build_model, get_method
+    from tada.optim import build_optimizer
+    from tada.train import train_step
 
     overrides, warmup, steps = SETUPS[setup]
     config = Config().replace({**overrides, "method.name": method})
@@ -56,16 +57,9 @@ def measure(setup: str, method: str, threads: int) -> dict[str, float]:
     spec = get_method(method)
     x = torch.randn(2 * batch, channels, size, size)
     y = torch.randint(0, 31, (batch,))
-    set_learning_rate(optimizer, config.optim.lr)
-    model.set_grl_coeff(0.5)
 
-    def step() -> None:
-        out = model(x)
-        terms = loss_terms(spec, out, y, detach_global_attention=False)
-        loss = total_loss(terms, config.method.adversarial_weight, config.method.entropy_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step() -> None:  # the training loop's own step (tada.train.train_step), half way through training
+        train_step(model, optimizer, config, spec, x, y, config.train.iterations // 2)
 
     for _ in range(warmup):
         step()

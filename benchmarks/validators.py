@@ -36,7 +36,7 @@ import torch
 from scipy.stats import kendalltau, rankdata
 
 from tada.config import Config, load_config, parse_overrides
-from tada.data.task import build_default_task
+from tada.data.default_task import build_default_task
 from tada.evaluate import HeldOut, evaluate_heldout, predict
 from tada.io import write_json_atomic
 from tada.train import train

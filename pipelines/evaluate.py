@@ -5,22 +5,18 @@ from __future__ import annotations
 import sys
 
 from pipelines._paths import DATA, EVALUATION, FIGURES, METRICS, MODEL, PARAMS
-from tada.checkpoint import load_checkpoint
-from tada.config import ConfigError, load_config
-from tada.data.datasets import load_task
+from pipelines._stage import user_errors
+from tada.checkpoint import load_trained
+from tada.config import load_config
 from tada.evaluate import EvaluationSet, HeldOut, evaluate_heldout, evaluation_details, summary_metrics
 from tada.figures import evaluation_figures
 from tada.io import replace_dir, staging_dir, write_json_atomic
 
 
 def main() -> int:
-    try:
+    with user_errors("evaluate"):
         params = load_config(PARAMS)
-        model, trained, payload = load_checkpoint(MODEL)
-        task = load_task(DATA, trained.data)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 2
+        model, trained, payload, task = load_trained(MODEL, DATA)
     batch_size = params.evaluate.batch_size
     # The validators as training computed them (its settings), so these numbers and training's agree.
     metrics = evaluate_heldout(model, HeldOut.from_task(task, trained.validators.max_images), batch_size,

@@ -7,21 +7,17 @@ import sys
 from pathlib import Path
 
 from pipelines._paths import DATA, EXPORT_FAILED, EXPORT_REPORT, MODEL, ONNX_MODEL, PARAMS
-from tada.checkpoint import load_checkpoint
-from tada.config import ConfigError, load_config
-from tada.data.datasets import load_task
+from pipelines._stage import user_errors
+from tada.checkpoint import load_trained
+from tada.config import load_config
 from tada.export import ExportError, export_verified, model_info, reference_images
 from tada.io import write_json_atomic
 
 
 def main() -> int:
-    try:
+    with user_errors("export"):
         params = load_config(PARAMS)
-        model, trained, payload = load_checkpoint(MODEL)
-        task = load_task(DATA, trained.data)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"export: {e}", file=sys.stderr)
-        return 2
+        model, trained, payload, task = load_trained(MODEL, DATA)
     cfg = params.export
     parity, fit, calibration = reference_images(task, max(cfg.parity_batch_sizes))
     info = model_info(trained, task.classes, payload["in_channels"], payload["metrics"])

@@ -9,25 +9,20 @@ import sys
 from collections import Counter
 
 from pipelines._paths import DATA, PARAMS
-from tada.config import ConfigError, load_config
+from pipelines._stage import user_errors
+from tada.config import load_config
 from tada.data.datasets import materialise
 from tada.data.download import DownloadError
 
 
 def main() -> int:
-    try:
+    with user_errors("fetch"):  # the params, or the data they point at, are wrong: exit 2
         config = load_config(PARAMS)
-    except ConfigError as e:
-        print(f"fetch: {e}", file=sys.stderr)
-        return 2
-    try:
-        rows = materialise(config.data, DATA)
-    except DownloadError as e:  # the network or the archive: worth retrying (the Prefect flow does)
-        print(f"fetch: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError) as e:  # the params point at data that is not there or not usable
-        print(f"fetch: {e}", file=sys.stderr)
-        return 2
+        try:
+            rows = materialise(config.data, DATA)
+        except DownloadError as e:  # the network or the archive: worth retrying (the Prefect flow does)
+            print(f"fetch: {e}", file=sys.stderr)
+            return 1
     counts = Counter(f"{r.domain}/{r.split}" for r in rows)
     print(f"fetch: {len(rows)} images in {DATA}/ ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
     return 0

@@ -46,6 +46,7 @@ from tada.config import Config, ConfigError, PromoteConfig, parse_overrides
 from tada.io import write_json_atomic
 from tada.orchestrate import STAGES, StageFailed, overridden_params, repro_stage, save_experiment, sync_remote
 from tada.promote import Candidate, ModelStore, quality_gate
+from tada.report import run_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,14 +86,10 @@ def record_experiment(repo: str, name: str) -> str:
 
 def _evaluator(root: Path):
     def evaluate_production(checkpoint: Path) -> dict[str, float]:
-        from tada.checkpoint import load_checkpoint
-        from tada.data.datasets import load_task
+        from tada.checkpoint import load_trained
         from tada.evaluate import HeldOut, evaluate_heldout
 
-        model, trained, payload = load_checkpoint(checkpoint)
-        data = load_task(root / DATA, trained.data)
-        if tuple(payload["classes"]) != data.classes:
-            raise ValueError(f"its classes {payload['classes']} differ from the data's {list(data.classes)}")
+        model, trained, _, data = load_trained(checkpoint, root / DATA)
         return evaluate_heldout(model, HeldOut.from_task(data, trained.validators.max_images),
                                 trained.evaluate.batch_size, trained.validators)
 
@@ -116,52 +113,12 @@ def _git_commit(root: Path) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _number(metric: str, value: float | None) -> str:
-    """Accuracies as percentages, other validators as they are."""
-    if value is None:
-        return "—"
-    return f"{100 * value:.2f} %" if metric.endswith("accuracy") else f"{value:.4f}"
-
-
-def report_markdown(stages: list[dict[str, Any]], metrics: dict[str, Any], decision: dict[str, Any],
-                    experiment: str | None) -> str:
-    verdict = "**promoted**" if decision["promoted"] else "**not promoted**"
-    metric = decision["metric"]
-    labels = ("target labels (labelled target test images)" if decision["labels_used"] else
-              "no target label (a label-free validator)")
-    estimates = decision.get("estimates") or {}
-    lines = [
-        "# TADA retraining run", "",
-        f"Method `{metrics.get('method', '?')}`" + (f", DVC experiment `{experiment}`" if experiment else ""), "",
-        "| metric | value |", "|---|---|",
-        f"| target accuracy | {_number('target_accuracy', metrics.get('target_accuracy'))} |",
-        f"| estimated target accuracy (ATC, label-free) | "
-        f"{_number('accuracy', metrics.get('estimated_target_accuracy'))} |",
-        f"| source accuracy (held out) | {_number('source_accuracy', metrics.get('source_accuracy'))} |",
-        *(f"| {name} (validator) | {_number(name, value)} |"
-          for name, value in (metrics.get("validators") or {}).items()), "",
-        "## Quality gate", "",
-        f"{verdict}: {decision['reason']}", "",
-        f"Compared on `{metric}`, using {labels}.", "",
-        f"| {metric} | value | estimated target accuracy |", "|---|---|---|",
-        f"| candidate | {_number(metric, decision['candidate'])} | {_number('accuracy', estimates.get('candidate'))} |",
-        f"| production | {_number(metric, decision['production'])}"
-        + (f" ({decision['production_source']})" if decision["production_source"] else "")
-        + f" | {_number('accuracy', estimates.get('production'))} |",
-        f"| tolerance | {decision['tolerance']} | |",
-        f"| production release | `{decision['release']}` | |", "",
-        "## Stages", "", "| stage | DVC | seconds |", "|---|---|---|",
-        *(f"| {s['stage']} | {'ran' if s['ran'] else 'up to date'} | {s['seconds']:.1f} |" for s in stages),
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def publish(root: Path, stages: list[dict[str, Any]], decision: dict[str, Any], experiment: str | None) -> None:
     metrics = json.loads((root / METRICS).read_text())
     train_summary = root / "reports/train/summary.json"
     if train_summary.is_file():
         metrics = {"method": json.loads(train_summary.read_text()).get("method"), **metrics}
-    create_markdown_artifact(report_markdown(stages, metrics, decision, experiment), key="tada-retrain-report",
+    create_markdown_artifact(run_markdown(stages, metrics, decision, experiment), key="tada-retrain-report",
                              description="Metrics, stage timings and the quality gate's decision")
     for key, path, text in (("tada-metrics", METRICS, "metrics.json"),
                             ("tada-gate-decision", GATE_REPORT, "gate decision"),

@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 from pipelines._paths import DATA, MODEL, PARAMS, TRAIN_DIR
-from tada.config import ConfigError, load_config
-from tada.data.datasets import load_task
+from pipelines._stage import user_errors
+from tada.config import load_config
+from tada.data.decoded import load_task
 from tada.distributed import is_main_process
 from tada.io import replace_dir, staging_dir
 from tada.tracking import LiveLogger
@@ -23,19 +24,13 @@ def torchrun_command(nproc: int) -> list[str]:
 
 
 def main() -> int:
-    try:
+    with user_errors("train"):
         config = load_config(PARAMS)
-    except ConfigError as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 2
     if config.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
         print(f"train: {config.train.nproc} processes: {' '.join(torchrun_command(config.train.nproc))}", flush=True)
         return subprocess.run(torchrun_command(config.train.nproc)).returncode
-    try:
+    with user_errors("train"):
         task = load_task(DATA, config.data)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 2
     if not is_main_process():  # the other ranks train alongside and write nothing
         train(config, task)
         return 0

@@ -6,18 +6,16 @@ import sys
 from pathlib import Path
 
 from pipelines._paths import DATA, DATA_DOCS, DATA_DOCS_FAILED, PARAMS, VALIDATION_FAILED, VALIDATION_REPORT
-from tada.config import ConfigError, load_config
+from pipelines._stage import user_errors
+from tada.config import load_config
 from tada.io import write_json_atomic
 from tada.validate import validate_dataset
 
 
 def main() -> int:
-    try:
+    with user_errors("validate"):
         config = load_config(PARAMS)
         outcome = validate_dataset(DATA, config.validate, config.data.image_size, DATA_DOCS, DATA_DOCS_FAILED)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"validate: {e}", file=sys.stderr)
-        return 2
     if not outcome.success:
         # The report of the last good run stays where it is; this one goes beside it.
         write_json_atomic(VALIDATION_FAILED, outcome.report)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tada.config import Config, config_from_dict
+from tada.data.decoded import load_task
 from tada.data.task import DomainTask
 from tada.io import atomic_path
 from tada.methods import build_model
@@ -76,6 +77,17 @@ def load_checkpoint(path: str | Path) -> tuple[TadaNet, Config, dict[str, Any]]:
     model.load_state_dict(payload["model"])
     model.eval()
     return model, config, payload
+
+
+def load_trained(path: str | Path, data_root: str | Path) -> tuple[TadaNet, Config, dict[str, Any], DomainTask]:
+    """`load_checkpoint`, and the dataset materialised under ``data_root`` loaded as the model was trained on it
+    (its ``data`` params). The classes must be the model's."""
+    model, config, payload = load_checkpoint(path)
+    task = load_task(data_root, config.data)
+    if tuple(payload["classes"]) != task.classes:
+        raise ValueError(f"{path} was trained on the classes {payload['classes']}; the data under {data_root} has "
+                         f"{list(task.classes)}")
+    return model, config, payload, task
 
 
 def seed_everything(seed: int, deterministic: bool, num_threads: int) -> None:

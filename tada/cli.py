@@ -9,18 +9,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tada.config import DataConfig
+    from tada.data.task import DomainTask
+
+
+def _prepared_task(cfg: DataConfig, log: Callable[[str], None]) -> DomainTask:
+    """`materialise` into ``<data.cache_dir>/tasks/<key>`` (the key covers the data params), unless a complete copy
+    is there already, then `load_task` from it: what ``tada train`` trains on without DVC. The user's folders are
+    laid out again every time (cheap: hard links), since their files can change under the same params."""
+    import dataclasses
+    import fcntl
+    import hashlib
+
+    from tada.data.datasets import materialise
+    from tada.data.decoded import load_task
+    from tada.data.manifest import MANIFEST
+    from tada.distributed import is_main_process
+
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_workers", "decoded_cache")}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    root = Path(cfg.cache_dir).expanduser() / "tasks" / key
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{key}.lock", "w") as lock:  # torchrun's ranks: one lays it out, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / MANIFEST).is_file() or (cfg.name == "folder" and is_main_process()):
+            log(f"data: laying out {cfg.name} under {root}")
+            materialise(cfg, root, log)
+    return load_task(root, cfg)
 
 
 def _train(args: argparse.Namespace) -> int:
     from tada.config import load_config, parse_overrides
-    from tada.data.datasets import prepared_task
     from tada.distributed import is_main_process
     from tada.train import LogRow, train
 
     config = load_config(args.params, parse_overrides(args.set))
-    task = prepared_task(config.data, log=lambda line: print(line, file=sys.stderr, flush=True))
+    task = _prepared_task(config.data, log=lambda line: print(line, file=sys.stderr, flush=True))
 
     def log(row: LogRow) -> None:
         if not args.quiet:
@@ -32,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
     if is_main_process():  # under torchrun, rank 0 speaks for all
         scores = ", ".join(f"{k.replace('_', ' ')} {result.final[k]:.4f}" for k in
                            ("target_accuracy", "estimated_target_accuracy") if k in result.final)
-        print(f"{scores} ({result.selection['rule']}, step {result.selection['step']}); model: {args.model}",
+        print(f"tada train: {scores} ({result.selection['rule']}, step {result.selection['step']}) -> {args.model}",
               file=sys.stderr)
     return 0
 

@@ -8,17 +8,18 @@ both).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tada.config_schema import ConfigError, build, rules, to_plain
+
+__all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "parse_overrides", "yaml_value"]
 
 DATASETS = ("synthetic_to_handwritten", "office31", "office_home", "image_clef", "visda2017", "digits", "folder")
 BACKBONES = ("dtn", "lenet", "resnet101", "resnet18", "resnet34", "resnet50")  # == backbones.available_backbones()
@@ -44,10 +45,6 @@ def yaml_value(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or out of range."""
-
-
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["train.iterations=500", "optim.lr=1e-3"]`` -> ``{"train.iterations": 500, "optim.lr": 0.001}``: each value
     read as YAML 1.2 (`yaml_value`), as DVC's ``-S`` reads it. The keys are checked when the overrides are applied."""
@@ -63,20 +60,16 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return overrides
 
 
-def _check(**rules: Any) -> dict[str, Any]:
-    return {"rules": rules}
-
-
 @dataclass(frozen=True)
 class RenderConfig:
     """Random rendering of the synthetic source digits (see `tada.data.synthetic.RenderSpec`)."""
 
-    height: tuple[float, float] = field(default=(0.6, 0.9), metadata=_check(interval=(0.1, 1.0)))
-    stroke: tuple[float, float] = field(default=(0.0, 1.5), metadata=_check(interval=(0.0, 5.0)))
-    rotation: float = field(default=15.0, metadata=_check(ge=0, le=180))
-    translation: float = field(default=0.08, metadata=_check(ge=0, le=0.5))
-    blur: float = field(default=1.0, metadata=_check(ge=0))
-    noise: float = field(default=0.05, metadata=_check(ge=0, le=1))
+    height: tuple[float, float] = field(default=(0.6, 0.9), metadata=rules(interval=(0.1, 1.0)))
+    stroke: tuple[float, float] = field(default=(0.0, 1.5), metadata=rules(interval=(0.0, 5.0)))
+    rotation: float = field(default=15.0, metadata=rules(ge=0, le=180))
+    translation: float = field(default=0.08, metadata=rules(ge=0, le=0.5))
+    blur: float = field(default=1.0, metadata=rules(ge=0))
+    noise: float = field(default=0.05, metadata=rules(ge=0, le=1))
 
 
 @dataclass(frozen=True)
@@ -99,41 +92,41 @@ class DataConfig:
     is ``train.seed``.
     """
 
-    name: str = field(default="synthetic_to_handwritten", metadata=_check(choices=DATASETS))
+    name: str = field(default="synthetic_to_handwritten", metadata=rules(choices=DATASETS))
     source: str = ""  # a domain of the benchmark, e.g. amazon (office31)
     target: str = ""  # e.g. webcam
-    image_size: int = field(default=28, metadata=_check(ge=16, le=512))  # the network's input, S x S
-    load_size: int = field(default=0, metadata=_check(ge=0, le=1024))  # resize to this, then crop S (0: S, no crop)
-    color_mode: str = field(default="L", metadata=_check(choices=("L", "RGB")))  # what the model is fed
+    image_size: int = field(default=28, metadata=rules(ge=16, le=512))  # the network's input, S x S
+    load_size: int = field(default=0, metadata=rules(ge=0, le=1024))  # resize to this, then crop S (0: S, no crop)
+    color_mode: str = field(default="L", metadata=rules(choices=("L", "RGB")))  # what the model is fed
     cache_dir: str = ".cache/datasets"  # downloaded archives and their extracted trees (outside DVC's data/)
     mirror: str | None = None  # base URL serving the archives under their official file names
     archive_dir: str | None = None  # a local directory holding the archives (air-gapped machines)
     folder: FolderConfig = field(default_factory=FolderConfig)
-    source_val_fraction: float = field(default=0.1, metadata=_check(gt=0, le=0.5))  # held out, when no test split
-    num_workers: int = field(default=2, metadata=_check(ge=0, le=64))  # threads decoding images when loading
+    source_val_fraction: float = field(default=0.1, metadata=rules(gt=0, le=0.5))  # held out, when no test split
+    num_workers: int = field(default=2, metadata=rules(ge=0, le=64))  # threads decoding images when loading
     decoded_cache: str | None = ".cache/decoded"  # decoded pixels, memory-mapped (None: decode into memory)
 
     def __post_init__(self) -> None:
         if self.load_size and self.load_size < self.image_size:
             raise ConfigError(f"data.load_size must be 0 or >= data.image_size ({self.image_size}), "
                               f"got {self.load_size}")
-    source_train_per_class: int = field(default=500, metadata=_check(gt=0))
-    source_test_per_class: int = field(default=100, metadata=_check(gt=0))
-    target_test_fraction: float = field(default=0.3, metadata=_check(gt=0, lt=1))
-    generation_seed: int = field(default=0, metadata=_check(ge=0))
+    source_train_per_class: int = field(default=500, metadata=rules(gt=0))
+    source_test_per_class: int = field(default=100, metadata=rules(gt=0))
+    target_test_fraction: float = field(default=0.3, metadata=rules(gt=0, lt=1))
+    generation_seed: int = field(default=0, metadata=rules(ge=0))
     render: RenderConfig = field(default_factory=RenderConfig)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = field(default="lenet", metadata=_check(choices=BACKBONES))
+    backbone: str = field(default="lenet", metadata=rules(choices=BACKBONES))
     pretrained: bool = False
     weights_path: str | None = None
-    bottleneck_dim: int = field(default=256, metadata=_check(gt=0))
-    bottleneck_dropout: float = field(default=0.5, metadata=_check(ge=0, lt=1))
-    discriminator_hidden: int = field(default=1024, metadata=_check(gt=0))
-    region_discriminator_hidden: int = field(default=64, metadata=_check(gt=0))
-    discriminator_dropout: float = field(default=0.5, metadata=_check(ge=0, lt=1))
+    bottleneck_dim: int = field(default=256, metadata=rules(gt=0))
+    bottleneck_dropout: float = field(default=0.5, metadata=rules(ge=0, lt=1))
+    discriminator_hidden: int = field(default=1024, metadata=rules(gt=0))
+    region_discriminator_hidden: int = field(default=64, metadata=rules(gt=0))
+    discriminator_dropout: float = field(default=0.5, metadata=rules(ge=0, lt=1))
 
 
 @dataclass(frozen=True)
@@ -142,12 +135,12 @@ class MethodConfig:
 
     name: str = field(
         default="tada",
-        metadata=_check(choices=METHODS),
+        metadata=rules(choices=METHODS),
     )
-    adversarial_weight: float = field(default=1.0, metadata=_check(ge=0))  # lambda
-    entropy_weight: float = field(default=0.1, metadata=_check(ge=0))  # gamma
-    grl_alpha: float = field(default=10.0, metadata=_check(gt=0))
-    grl_max: float = field(default=1.0, metadata=_check(ge=0))
+    adversarial_weight: float = field(default=1.0, metadata=rules(ge=0))  # lambda
+    entropy_weight: float = field(default=0.1, metadata=rules(ge=0))  # gamma
+    grl_alpha: float = field(default=10.0, metadata=rules(gt=0))
+    grl_max: float = field(default=1.0, metadata=rules(ge=0))
     detach_local_attention: bool = False
     detach_global_attention: bool = False
 
@@ -156,46 +149,46 @@ class MethodConfig:
 class OptimConfig:
     """SGD with ``lr_p = lr * (1 + lr_alpha * p) ** -lr_beta``; the backbone gets ``lr * backbone_lr_mult``."""
 
-    lr: float = field(default=0.01, metadata=_check(gt=0))
-    backbone_lr_mult: float = field(default=1.0, metadata=_check(ge=0))
-    region_lr_mult: float = field(default=16.0, metadata=_check(ge=0))
-    momentum: float = field(default=0.9, metadata=_check(ge=0, lt=1))
+    lr: float = field(default=0.01, metadata=rules(gt=0))
+    backbone_lr_mult: float = field(default=1.0, metadata=rules(ge=0))
+    region_lr_mult: float = field(default=16.0, metadata=rules(ge=0))
+    momentum: float = field(default=0.9, metadata=rules(ge=0, lt=1))
     nesterov: bool = True
-    weight_decay: float = field(default=5e-4, metadata=_check(ge=0))
-    lr_alpha: float = field(default=10.0, metadata=_check(ge=0))
-    lr_beta: float = field(default=0.75, metadata=_check(ge=0))
+    weight_decay: float = field(default=5e-4, metadata=rules(ge=0))
+    lr_alpha: float = field(default=10.0, metadata=rules(ge=0))
+    lr_beta: float = field(default=0.75, metadata=rules(ge=0))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = field(default=0, metadata=_check(ge=0))
-    iterations: int = field(default=3000, metadata=_check(gt=0))
-    batch_size: int = field(default=32, metadata=_check(gt=0))  # per domain: B source + B target per step
-    eval_interval: int = field(default=500, metadata=_check(gt=0))
-    log_interval: int = field(default=50, metadata=_check(gt=0))
-    eval_batch_size: int = field(default=512, metadata=_check(gt=0))
-    num_threads: int = field(default=2, metadata=_check(ge=0))  # 0: leave torch's default
+    seed: int = field(default=0, metadata=rules(ge=0))
+    iterations: int = field(default=3000, metadata=rules(gt=0))
+    batch_size: int = field(default=32, metadata=rules(gt=0))  # per domain: B source + B target per step
+    eval_interval: int = field(default=500, metadata=rules(gt=0))
+    log_interval: int = field(default=50, metadata=rules(gt=0))
+    eval_batch_size: int = field(default=512, metadata=rules(gt=0))
+    num_threads: int = field(default=2, metadata=rules(ge=0))  # 0: leave torch's default
     deterministic: bool = True
-    device: str = field(default="auto", metadata=_check(choices=("auto", "cpu", "cuda")))  # auto: cuda if present
+    device: str = field(default="auto", metadata=rules(choices=("auto", "cpu", "cuda")))  # auto: cuda if present
     augment: bool = False  # random crop (from data.load_size) and horizontal flip of training images
-    checkpoint_interval: int = field(default=500, metadata=_check(ge=0))  # steps between resumable checkpoints
+    checkpoint_interval: int = field(default=500, metadata=rules(ge=0))  # steps between resumable checkpoints
     checkpoint_dir: str = ".cache/checkpoints"  # one subdirectory per training fingerprint (params + data)
-    nproc: int = field(default=1, metadata=_check(ge=1, le=64))  # processes (torchrun, DDP): gloo on CPU, nccl on GPU
-    precision: str = field(default="fp32", metadata=_check(choices=("fp32", "bf16")))  # bf16: autocast
+    nproc: int = field(default=1, metadata=rules(ge=1, le=64))  # processes (torchrun, DDP): gloo on CPU, nccl on GPU
+    precision: str = field(default="fp32", metadata=rules(choices=("fp32", "bf16")))  # bf16: autocast
     channels_last: bool = False  # NHWC memory format for the convolutions (GPU)
     sync_batchnorm: bool = True  # with several GPU processes, BatchNorm statistics over the global batch
     pin_memory: bool = True  # page-locked host tensors for asynchronous copies to the GPU
     # keep the evaluation snapshot with the best score of this label-free validator (last: the last iterate)
-    select: str = field(default="last", metadata=_check(choices=("last", *VALIDATORS)))
+    select: str = field(default="last", metadata=rules(choices=("last", *VALIDATORS)))
 
 
 @dataclass(frozen=True)
 class ValidatorsConfig:
     """The label-free validators computed at every evaluation (`tada.validators`)."""
 
-    max_images: int = field(default=2048, metadata=_check(ge=16))  # per image set, evenly spaced
-    snd_temperature: float = field(default=0.05, metadata=_check(gt=0))
-    atc_score: str = field(default="negative_entropy", metadata=_check(choices=("negative_entropy",
+    max_images: int = field(default=2048, metadata=rules(ge=16))  # per image set, evenly spaced
+    snd_temperature: float = field(default=0.05, metadata=rules(gt=0))
+    atc_score: str = field(default="negative_entropy", metadata=rules(choices=("negative_entropy",
                                                                                  "max_confidence")))
 
 
@@ -203,45 +196,45 @@ class ValidatorsConfig:
 class ValidateConfig:
     """Bounds for the Great Expectations suite run by the validate stage."""
 
-    min_per_class: int = field(default=10, metadata=_check(ge=0))  # per domain, labelled split and class
-    max_per_class: int = field(default=100_000, metadata=_check(gt=0))
-    min_rows: int = field(default=100, metadata=_check(ge=0))
-    image_modes: tuple[str, ...] = field(default=("L",), metadata=_check(subset=("1", "L", "P", "RGB", "RGBA")))
+    min_per_class: int = field(default=10, metadata=rules(ge=0))  # per domain, labelled split and class
+    max_per_class: int = field(default=100_000, metadata=rules(gt=0))
+    min_rows: int = field(default=100, metadata=rules(ge=0))
+    image_modes: tuple[str, ...] = field(default=("L",), metadata=rules(subset=("1", "L", "P", "RGB", "RGBA")))
     check_image_size: bool = True  # every image is data.image_size square
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    batch_size: int = field(default=512, metadata=_check(gt=0))
-    tsne_points: int = field(default=500, metadata=_check(gt=10))  # per domain
-    tsne_perplexity: float = field(default=30.0, metadata=_check(gt=0))
-    attention_images: int = field(default=16, metadata=_check(gt=0, le=64))
+    batch_size: int = field(default=512, metadata=rules(gt=0))
+    tsne_points: int = field(default=500, metadata=rules(gt=10))  # per domain
+    tsne_perplexity: float = field(default=30.0, metadata=rules(gt=0))
+    attention_images: int = field(default=16, metadata=rules(gt=0, le=64))
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    opset: int = field(default=18, metadata=_check(ge=17, le=23))
-    parity_tolerance: float = field(default=1e-4, metadata=_check(gt=0))  # max |logit difference| vs PyTorch
-    parity_batch_sizes: tuple[int, ...] = field(default=(1, 32), metadata=_check(gt=0))
+    opset: int = field(default=18, metadata=rules(ge=17, le=23))
+    parity_tolerance: float = field(default=1e-4, metadata=rules(gt=0))  # max |logit difference| vs PyTorch
+    parity_batch_sizes: tuple[int, ...] = field(default=(1, 32), metadata=rules(gt=0))
 
 
 @dataclass(frozen=True)
 class StageTimeouts:
     """Seconds each DVC stage may run under the Prefect flow before it is killed."""
 
-    fetch: int = field(default=7200, metadata=_check(gt=0))
-    validate: int = field(default=3600, metadata=_check(gt=0))
-    train: int = field(default=86400, metadata=_check(gt=0))
-    evaluate: int = field(default=3600, metadata=_check(gt=0))
-    export: int = field(default=1800, metadata=_check(gt=0))
+    fetch: int = field(default=7200, metadata=rules(gt=0))
+    validate: int = field(default=3600, metadata=rules(gt=0))
+    train: int = field(default=86400, metadata=rules(gt=0))
+    evaluate: int = field(default=3600, metadata=rules(gt=0))
+    export: int = field(default=1800, metadata=rules(gt=0))
 
 
 @dataclass(frozen=True)
 class FlowConfig:
     """The Prefect flow (`pipelines/flow.py`): orchestration only, read by no DVC stage."""
 
-    fetch_retries: int = field(default=3, metadata=_check(ge=0, le=20))  # fetch reaches the network
-    retry_delay: float = field(default=30.0, metadata=_check(ge=0))  # seconds before the first retry, then doubled
+    fetch_retries: int = field(default=3, metadata=rules(ge=0, le=20))  # fetch reaches the network
+    retry_delay: float = field(default=30.0, metadata=rules(ge=0))  # seconds before the first retry, then doubled
     timeouts: StageTimeouts = field(default_factory=StageTimeouts)
 
 
@@ -251,10 +244,10 @@ class PromoteConfig:
     than ``tolerance`` on ``metric`` (higher is better). ``auto``: the target accuracy when the target has labelled
     test images, else ``label_free_metric`` (a validator: no target label needed)."""
 
-    metric: str = field(default="auto", metadata=_check(choices=("auto", "target_accuracy", *VALIDATORS)))
-    label_free_metric: str = field(default="estimated_target_accuracy", metadata=_check(choices=VALIDATORS))
-    tolerance: float = field(default=0.005, metadata=_check(ge=0, le=1))  # in the metric's own units
-    keep_releases: int = field(default=5, metadata=_check(ge=1))  # promoted releases kept under models/releases
+    metric: str = field(default="auto", metadata=rules(choices=("auto", "target_accuracy", *VALIDATORS)))
+    label_free_metric: str = field(default="estimated_target_accuracy", metadata=rules(choices=VALIDATORS))
+    tolerance: float = field(default=0.005, metadata=rules(ge=0, le=1))  # in the metric's own units
+    keep_releases: int = field(default=5, metadata=rules(ge=1))  # promoted releases kept under models/releases
 
 
 @dataclass(frozen=True)
@@ -272,7 +265,7 @@ class Config:
     promote: PromoteConfig = field(default_factory=PromoteConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
     def digest(self) -> str:
         """A short hash of the resolved configuration, for provenance."""
@@ -294,107 +287,9 @@ class Config:
         return config_from_dict(data)
 
 
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(option, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{path} must be {' or '.join(_type_name(o) for o in options)}, got {value!r}")
-    if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,):
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{path} must be a non-empty list, got {value!r}")
-        return tuple(_coerce(typing.get_args(tp)[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{path} must be a list of {len(args)} numbers, got {value!r}")
-        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {path}")
-
-
-def _check_rules(path: str, value: Any, rules: dict[str, Any]) -> None:
-    if value is None:
-        return
-    items = value if isinstance(value, tuple) else (value,)
-    for key, bound in rules.items():
-        if key == "subset" and not set(items) <= set(bound):
-            raise ConfigError(f"{path} must be chosen from {', '.join(bound)}, got {list(items)}")
-        if key == "choices" and value not in bound:
-            raise ConfigError(f"{path} must be one of {', '.join(map(str, bound))}, got {value!r}")
-        if key == "interval":
-            low, high = bound
-            if not (low <= items[0] <= items[-1] <= high):
-                raise ConfigError(f"{path} must be [low, high] with {low} <= low <= high <= {high}, got {list(items)}")
-        for op, ok, word in (("gt", float.__gt__, ">"), ("ge", float.__ge__, ">="),
-                             ("lt", float.__lt__, "<"), ("le", float.__le__, "<=")):
-            if key == op and not all(ok(float(v), float(bound)) for v in items):
-                raise ConfigError(f"{path} must be {word} {bound}, got {value!r}")
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'the configuration'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]} (known keys{' of ' + path if path else ''}: {', '.join(fields)})"
-        )
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        key = f"{path}.{name}" if path else name
-        value = _coerce(hints[name], data[name], key)
-        _check_rules(key, value, f.metadata.get("rules", {}))
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a nested mapping (as read from ``params.yaml``) into a `Config`."""
-    return _build(Config, data, "")
+    return build(Config, data, "")
 
 
 def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:

@@ -47,6 +47,6 @@ def tiny_config() -> Config:
 
 @pytest.fixture
 def tiny_task(tiny_config):
-    from tada.data.task import build_default_task
+    from tada.data.default_task import build_default_task
 
     return build_default_task(tiny_config.data)

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from tada.config import Config
-from tada.data.task import DomainTask, build_default_task, to_tensor
+from tada.data.default_task import build_default_task
+from tada.data.task import DomainTask, to_tensor
 from tada.export import export_verified, model_info
 from tada.models.network import TadaNet
 from tada.train import train

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tada.checkpoint import load_checkpoint
 from tada.cli import main
 
@@ -14,19 +16,59 @@ TINY = [
 ]
 
 
+def train_args(tmp_path: Path, *pairs: str) -> list[str]:
+    """``tada train`` with tiny params, laying data out and decoding it under ``tmp_path``."""
+    args = ["train", "--params", str(ROOT / "params.yaml"), "--model", str(tmp_path / "m" / "model.pt"),
+            "--metrics", str(tmp_path / "r" / "metrics.json")]
+    for pair in [*TINY, f"data.cache_dir={tmp_path / 'datasets'}", f"data.decoded_cache={tmp_path / 'decoded'}",
+                 *pairs]:
+        args += ["--set", pair]
+    return args
+
+
 def test_tada_train_writes_a_loadable_model_and_metrics(tmp_path, capsys):
     model, metrics = tmp_path / "m" / "model.pt", tmp_path / "r" / "metrics.json"
-    args = ["train", "--params", str(ROOT / "params.yaml"), "--model", str(model), "--metrics", str(metrics)]
-    for pair in TINY + ["method.name=dann"]:
-        args += ["--set", pair]
-    assert main(args) == 0
+    assert main(train_args(tmp_path, "method.name=dann")) == 0
     report = json.loads(metrics.read_text())
     assert report["method"] == "dann" and report["config"]["train"]["iterations"] == 4
     assert report["final"]["step"] == 4 and 0 <= report["final"]["target_accuracy"] <= 1
     _, config, payload = load_checkpoint(model)
     assert config.method.name == "dann" and payload["metrics"] == report["final"]
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == [2, 4]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [2, 4] and {r["kind"] for r in rows} == {"train",
+                                                                                                     "eval"}
+    # the data was laid out once, with the fetch stage's code; a second run reuses it
+    [laid_out] = [p for p in (tmp_path / "datasets" / "tasks").iterdir() if p.is_dir()]
+    assert (laid_out / "manifest.csv").is_file()
+    assert main(train_args(tmp_path, "method.name=dann")) == 0
+    assert "laying out" not in capsys.readouterr().err
+
+
+def test_tada_train_trains_on_a_folder_dataset(tmp_path, capsys):
+    """Every data.name, not only the generated task: here the user's folders, with an unlabelled target."""
+    from PIL import Image
+
+    for label, shade in (("cat", 30), ("dog", 220)):
+        for i in range(8):
+            path = tmp_path / "user" / "source" / label / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((28, 28), shade + i, np.uint8)).save(path)
+    (tmp_path / "user" / "target").mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / "user" / "target" / f"{i}.png")
+    args = train_args(tmp_path, "data.name=folder", f"data.folder.source={tmp_path / 'user' / 'source'}",
+                      f"data.folder.target={tmp_path / 'user' / 'target'}")
+    assert main(args) == 0
+    report = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "target_accuracy" not in report["final"] and 0 <= report["final"]["estimated_target_accuracy"] <= 1
+    _, config, payload = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert config.data.name == "folder" and payload["classes"] == ["cat", "dog"]
+    assert "tada train: estimated target accuracy" in capsys.readouterr().err
+
+
+def test_a_folder_dataset_without_folders_is_a_clear_error(tmp_path, capsys):
+    assert main(train_args(tmp_path, "data.name=folder")) == 2
+    assert "data.folder.source must be set" in capsys.readouterr().err
 
 
 def test_bad_override_is_reported_with_its_key(tmp_path, capsys):

@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from tada.config import DataConfig
+from tada.data.default_task import TARGET_SPLIT_SEED, build_default_task
 from tada.data.handwritten import load_handwritten_digits
 from tada.data.loaders import infinite_batches
 from tada.data.synthetic import RenderSpec, digit_fonts, render_digits
-from tada.data.task import TARGET_SPLIT_SEED, build_default_task, stratified_split, to_tensor
+from tada.data.task import stratified_split, to_tensor
 
 
 def test_fonts_are_matplotlibs_digit_fonts():

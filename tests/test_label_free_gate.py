@@ -17,7 +17,7 @@ from repo_copy import copy_repo
 
 from pipelines.flow import retrain
 from tada.config import Config
-from tada.data.task import build_default_task
+from tada.data.default_task import build_default_task
 
 TINY = {
     "data": {"name": "folder", "folder": {"source": "user_data/source", "target": "user_data/target"}},

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tada.data.decoded import load_task
+from tada.data.default_task import build_default_task
 from tada.data.manifest import COLUMNS, read_manifest, write_dataset
-from tada.data.task import build_default_task
 
 
 def build_task(config):

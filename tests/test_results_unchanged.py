@@ -37,7 +37,7 @@ def run(method: str, task) -> dict:
 @pytest.fixture(scope="module")
 def default_task():
     from tada.config import Config
-    from tada.data.task import build_default_task
+    from tada.data.default_task import build_default_task
 
     return build_default_task(Config().data)
 
@@ -56,7 +56,7 @@ def test_a_600_iteration_run_is_bit_identical_to_the_recorded_one(method, defaul
 
 if __name__ == "__main__":
     from tada.config import Config
-    from tada.data.task import build_default_task
+    from tada.data.default_task import build_default_task
 
     task = build_default_task(Config().data)
     results = {}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tada.config import ConfigError
-from tada.data.task import build_default_task
+from tada.data.default_task import build_default_task
 from tada.methods import METHODS
 from tada.train import train
 

@@ -1,32 +1,30 @@
 """Every dataset by ``data.name``, in one place: `materialise` lays it out under a root (images + manifest, what
-the ``fetch`` stage writes) and `load_task` reads it back as a `DomainTask` (what ``train``, ``evaluate`` and
-``export`` read). `prepared_task` does both into a cache, for ``tada train`` outside DVC.
+the ``fetch`` stage writes); `tada.data.decoded.load_task` reads any of them back as a `DomainTask` (what
+``train``, ``evaluate`` and ``export`` read).
 
-- ``synthetic_to_handwritten``: generated offline (`tada.data.task.build_default_task`);
+- ``synthetic_to_handwritten``: generated offline (`tada.data.default_task`);
 - ``folder``: the user's images (`tada.data.folder`);
 - a benchmark (`tada.data.registry`): its archives downloaded, verified and extracted (`tada.data.download`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from tada.config import DataConfig
-from tada.data.decoded import load_task
+from tada.data.default_task import build_default_task
 from tada.data.download import ensure_dataset
 from tada.data.folder import read_folder_dataset
-from tada.data.manifest import MANIFEST, ManifestRow, write_dataset, write_samples
+from tada.data.manifest import ManifestRow, write_dataset, write_samples
 from tada.data.registry import get_dataset
 from tada.data.samples import Sample
-from tada.data.task import SOURCE_SPLIT_SEED, DomainTask, build_default_task, stratified_split
+from tada.data.task import stratified_split
 
-__all__ = ["benchmark_splits", "hold_out_source", "load_task", "materialise", "prepared_task"]
+__all__ = ["benchmark_splits", "hold_out_source", "materialise"]
+SOURCE_SPLIT_SEED = 20190128  # the held-out source images of datasets without a source test split
 Splits = dict[tuple[str, str], Sequence[Sample]]
 
 
@@ -83,16 +81,3 @@ def benchmark_splits(cfg: DataConfig, log: Callable[[str], None] = print) -> tup
     else:
         splits[("target", "train")] = target.train  # labels kept for the transductive evaluation only
     return splits, spec.classes
-
-
-def prepared_task(cfg: DataConfig, log: Callable[[str], None] = print) -> DomainTask:
-    """`materialise` into ``<data.cache_dir>/tasks/<key>`` (the key covers the data params), unless a complete copy
-    is there already, then `load_task` from it: what ``tada train`` trains on without DVC. The user's folders are
-    laid out again every time (cheap: hard links), since their files can change under the same params."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_workers", "decoded_cache")}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    root = Path(cfg.cache_dir).expanduser() / "tasks" / key
-    if cfg.name == "folder" or not (root / MANIFEST).is_file():
-        log(f"data: laying out {cfg.name} under {root}")
-        materialise(cfg, root, log)
-    return load_task(root, cfg)

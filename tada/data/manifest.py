@@ -21,12 +21,14 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from tada.data.samples import Sample
-from tada.data.task import DomainTask
+if TYPE_CHECKING:
+    from tada.data.samples import Sample
+    from tada.data.task import DomainTask
 from tada.io import replace_dir, staging_dir
 
 COLUMNS = ("path", "domain", "split", "label", "width", "height", "mode", "sha256")

@@ -9,28 +9,19 @@ the export-time estimate means the traffic is harder than the target images the 
 
 from __future__ import annotations
 
-import threading
-from collections import deque
+from tada.serving.window import RollingWindow
 
 
-class AccuracyMonitor:
+class AccuracyMonitor(RollingWindow[bool]):
     """The ``confident`` flags of the last ``window`` images, summarised for /health and /metrics. Thread-safe."""
 
     def __init__(self, window: int, at_export: float) -> None:
-        if window < 1:
-            raise ValueError(f"accuracy window must be >= 1, got {window}")
-        self.window, self.at_export = window, at_export
-        self._confident: deque[bool] = deque(maxlen=window)
-        self._lock = threading.Lock()
-
-    def add(self, confident: list[bool]) -> None:
-        with self._lock:
-            self._confident.extend(confident)
+        super().__init__(window, "accuracy")
+        self.at_export = at_export
 
     def summary(self) -> dict[str, float | int | None]:
         """``images`` in the window, ``estimated_accuracy`` over them (None when empty), the ``at_export``
         estimate on the target images and the ``window`` size."""
-        with self._lock:
-            flags = list(self._confident)
+        flags = self.snapshot()
         return {"window": self.window, "images": len(flags), "at_export": self.at_export,
                 "estimated_accuracy": sum(flags) / len(flags) if flags else None}

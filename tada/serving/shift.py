@@ -24,11 +24,11 @@ percentile: about 1 % of target traffic exceeds it; a window where far more does
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from typing import Any
 
 import numpy as np
+
+from tada.serving.window import RollingWindow
 
 SIGNALS = ("domain_probability", "entropy", "feature_distance")  # in this order, those the model has
 MIN_STD = 1e-6  # a constant signal (an untrained discriminator) must not divide by zero
@@ -88,25 +88,20 @@ def shift_scores(values: np.ndarray, reference: dict[str, Any]) -> np.ndarray:
     return np.sqrt(np.mean(z**2, axis=1))
 
 
-class ShiftMonitor:
+class ShiftMonitor(RollingWindow[float]):
     """The shift scores of the last ``window`` images, summarised for /metrics and /health. Thread-safe."""
 
     def __init__(self, window: int, threshold: float) -> None:
-        if window < 1:
-            raise ValueError(f"shift window must be >= 1, got {window}")
-        self.window, self.threshold = window, threshold
-        self._scores: deque[float] = deque(maxlen=window)
-        self._lock = threading.Lock()
+        super().__init__(window, "shift")
+        self.threshold = threshold
 
     def add(self, scores: np.ndarray | list[float]) -> None:
-        with self._lock:
-            self._scores.extend(float(s) for s in scores)
+        super().add([float(s) for s in scores])
 
     def summary(self) -> dict[str, float | int | None]:
         """``images`` in the window, ``mean``, ``p50``, ``p95`` and ``fraction_above`` the threshold (None when
         empty), with ``window`` and ``threshold``."""
-        with self._lock:
-            scores = np.fromiter(self._scores, dtype=np.float64, count=len(self._scores))
+        scores = np.array(self.snapshot(), dtype=np.float64)
         summary: dict[str, float | int | None] = {"window": self.window, "threshold": self.threshold,
                                                   "images": int(scores.size)}
         empty = scores.size == 0
