@@ -11,7 +11,7 @@ from pipelines._paths import DATA, MODEL, PARAMS, TRAIN_DIR
 from pipelines._stage import user_errors
 from tada.config import load_config
 from tada.data.decoded import load_task
-from tada.distributed import is_main_process
+from tada.distributed import is_main_process, resolve_device
 from tada.io import replace_dir, staging_dir
 from tada.tracking import LiveLogger
 from tada.train import LogRow, train
@@ -26,6 +26,10 @@ def torchrun_command(nproc: int) -> list[str]:
 def main() -> int:
     with user_errors("train"):
         config = load_config(PARAMS)
+        resolve_device(config.train.device)
+        if config.train.batch_size % config.train.nproc:
+            raise ValueError(f"train.batch_size ({config.train.batch_size}) must divide evenly over train.nproc "
+                             f"({config.train.nproc}) processes")
     if config.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
         print(f"train: {config.train.nproc} processes: {' '.join(torchrun_command(config.train.nproc))}", flush=True)
         return subprocess.run(torchrun_command(config.train.nproc)).returncode

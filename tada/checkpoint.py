@@ -14,7 +14,6 @@ import json
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from tada.config import Config, config_from_dict
 from tada.data.decoded import load_task
 from tada.data.task import DomainTask
-from tada.io import atomic_path
+from tada.io import atomic_path, clean_stale
 from tada.methods import build_model
 from tada.models.network import TadaNet
 
@@ -66,9 +65,17 @@ def load_checkpoint(path: str | Path) -> tuple[TadaNet, Config, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, empty or not a checkpoint: torch raises many types
+        reason = (str(e).split(". ")[0].splitlines() or ["no data"])[0]  # torch's messages run for lines
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason}; empty, truncated or "
+                         f"overwritten?): restore it with `dvc checkout {path}` or retrain with `dvc repro train`") \
+            from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        found = payload.get("format_version") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path}: checkpoint format {found}, expected {FORMAT_VERSION}: retrain with "
+                         "`dvc repro train`")
     config = config_from_dict(payload["config"])
     offline = dataclasses.replace(config.model, pretrained=False, weights_path=None)
     model = build_model(
@@ -169,9 +176,7 @@ class CheckpointStore:
             torch.save(state, tmp)
         for old in self._steps()[: -self.KEEP]:
             old.unlink(missing_ok=True)
-        for stale in self.dir.glob(".step_*.tmp"):  # left by a process killed while writing
-            if stale.stat().st_mtime < time.time() - 60:
-                stale.unlink(missing_ok=True)
+        clean_stale(self.dir, "step_*")  # any step's temporary left by a process killed while writing it
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

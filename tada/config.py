@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from tada.config_schema import ConfigError, build, rules, to_plain
+from tada.io import read_text
 
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "parse_overrides", "yaml_value"]
 
@@ -33,6 +34,21 @@ class _Loader(yaml.SafeLoader):
     not the string YAML 1.1 makes of it."""
 
 
+def _unique_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose keys are unique: DVC refuses a params file with a duplicate key, so we do too (PyYAML would
+    silently keep the last value)."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"found duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
@@ -43,6 +59,13 @@ _Loader.add_implicit_resolver(
 def yaml_value(text: str) -> Any:
     """Parse YAML (a params file, or one ``KEY=VALUE`` value from a command line)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several, with a source excerpt)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -56,7 +79,7 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
         try:
             overrides[key] = yaml_value(value)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: {value!r} is not a YAML value ({e})") from None
+            raise ConfigError(f"{key}={value}: not a YAML value ({_yaml_problem(e)})") from None
     return overrides
 
 
@@ -199,7 +222,9 @@ class ValidateConfig:
     min_per_class: int = field(default=10, metadata=rules(ge=0))  # per domain, labelled split and class
     max_per_class: int = field(default=100_000, metadata=rules(gt=0))
     min_rows: int = field(default=100, metadata=rules(ge=0))
-    image_modes: tuple[str, ...] = field(default=("L",), metadata=rules(subset=("1", "L", "P", "RGB", "RGBA")))
+    # PIL modes allowed on disk; I;16 (16-bit grayscale) and CMYK are converted (tada.preprocessing) when allowed
+    image_modes: tuple[str, ...] = field(default=("L",), metadata=rules(
+        subset=("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I")))
     check_image_size: bool = True  # every image is data.image_size square
 
 
@@ -296,11 +321,13 @@ def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     """Read and validate a params file; ``overrides`` are dotted keys applied on top."""
     path = Path(path)
     try:
-        data = yaml_value(path.read_text())
+        data = yaml_value(read_text(path))
     except FileNotFoundError:
         raise ConfigError(f"params file not found: {path}") from None
+    except ValueError as e:  # not UTF-8
+        raise ConfigError(str(e)) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(e)}") from None
     try:
         config = config_from_dict(data or {})
         return config.replace(overrides) if overrides else config

@@ -22,7 +22,7 @@ def is_main_process() -> bool:
 def resolve_device(name: str) -> torch.device:
     """``auto``: the GPU when there is one; ``cuda`` without one is an error, not a silent fallback."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda, but torch sees no CUDA device")
+        raise ValueError("train.device is cuda, but torch sees no CUDA device: set train.device to auto or cpu")
     return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
 
 

@@ -11,6 +11,7 @@ reference travel in the model's metadata.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,7 @@ def export_verified(
                 verbose=False,
             )
         proto = program.model_proto
+        strip_source_paths(proto)
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -205,6 +207,26 @@ def export_verified(
             error.report = parity
             raise error
     return {**parity, "outputs": graph.output_names, "metadata": meta, "shift_reference": shift}
+
+
+SOURCE_PATHS = "pkg.torch.onnx.stack_trace"  # per node: the Python stack that built it, absolute file paths included
+
+
+def strip_source_paths(proto: Any) -> None:
+    """Remove the exporter's per-node stack traces (absolute paths of the checkout that exported it), so the same
+    model exported from two checkouts is the same file, byte for byte."""
+
+    def nodes(graph: Any) -> Iterator[Any]:
+        for node in graph.node:
+            yield node
+            for attribute in node.attribute:
+                for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                    yield from nodes(sub)
+
+    for node in [*nodes(proto.graph), *(n for f in proto.functions for n in f.node)]:
+        kept = [entry for entry in node.metadata_props if entry.key != SOURCE_PATHS]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -1,7 +1,11 @@
 """Atomic file output: write to a temporary file beside the target, then rename over it.
 
 A crash, a kill or an exception mid-write leaves the previous file (or nothing) in place, never half a file that DVC
-could cache or a later stage could read.
+could cache or a later stage could read. Temporaries are named ``.<target name>.<pid>.<random>.tmp`` (directories
+too), so the next writer of the same target removes those of writers that no longer run (`clean_stale`); git and
+DVC ignore them (``.gitignore``, ``.dvcignore``). What is written gets the permissions a plain ``open()`` or
+``mkdir()`` would give (0666 / 0777 less the umask), not ``tempfile``'s private 0600 / 0700, so a serving container
+running as another user, a shared DVC cache or a CI artifact upload can read it.
 """
 
 from __future__ import annotations
@@ -9,12 +13,45 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+_OWNER = re.compile(r"\.(\d+)\.[0-9a-f]+\.tmp$|\.old-(\d+)$")  # the pid in a temporary's or an old tree's name
+
+
+def _temporary(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def clean_stale(directory: str | Path, names: str = "*") -> list[Path]:
+    """Remove the temporaries (``.<name>.<pid>.<random>.tmp``) and old trees (``.<name>.old-<pid>``) of the targets
+    matching ``names`` in ``directory`` whose writing process no longer runs (killed mid-write). Returns them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in [*directory.glob(f".{names}.*.tmp"), *directory.glob(f".{names}.old-*")]:
+        match = _OWNER.search(path.name)
+        pid = int(match.group(1) or match.group(2)) if match else None
+        if pid is not None and pid != os.getpid() and not _running(pid):
+            remove_tree(path)
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -22,21 +59,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s directory; on success it is renamed to ``path``, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    clean_stale(path.parent, path.name)
+    tmp = _temporary(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # as open() would: 0666 less the umask
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        os.replace(tmp, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (a leading byte-order mark is dropped, as editors on Windows write one). A file that is not
+    UTF-8 is a `ValueError` naming the file, the offset and the fix."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r}...): save it as "
+                         "UTF-8") from None
+
+
+def write_text_atomic(path: str | Path, text: str, errors: str = "strict") -> None:
+    """UTF-8 text; ``errors="surrogateescape"`` writes back the original bytes of undecodable file names."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors=errors)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -45,7 +95,8 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 def replace_dir(staging: str | Path, target: str | Path) -> None:
     """Put the fully written directory ``staging`` at ``target``: two renames, the previous tree is removed only
-    once the new one is in place (a crash in between leaves it as ``.<name>.old-<pid>`` beside the target)."""
+    once the new one is in place (a crash in between leaves it as ``.<name>.old-<pid>`` beside the target, which
+    the next writer removes)."""
     staging, target = Path(staging), Path(target)
     old = None
     if target.exists():
@@ -62,7 +113,9 @@ def staging_dir(target: str | Path) -> Iterator[Path]:
     """A temporary directory beside ``target``, removed on exit; fill it, then `replace_dir` it into place."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    clean_stale(target.parent, target.name)
+    path = _temporary(target)
+    path.mkdir(0o777)  # as mkdir would: 0777 less the umask
     try:
         yield path
     finally:

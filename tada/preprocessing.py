@@ -3,6 +3,11 @@
 
 PIL open -> ``convert(mode)`` -> bilinear resize to ``L x L`` (the load size) -> uint8 array -> the central
 ``S x S`` window (``L > S``: evaluation's crop; training crops at random instead) -> ``x = pixel / 127.5 - 1``.
+
+16-bit grayscale images (Pillow's ``I;16`` modes, and ``I``) are scaled to 8 bits first (the top 8 bits of each
+pixel): Pillow's own conversion clips every value above 255, so a 16-bit photo would come out almost white. CMYK
+images go through Pillow's CMYK -> RGB conversion. Training, evaluation and serving all call `resized`, so they
+see the same pixels; which modes a dataset may hold is the validate stage's ``validate.image_modes``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ NORMALISATION = {"scale": 1 / DIVISOR, "offset": OFFSET}  # as the exported mode
 def resized(image: Image.Image, mode: str, size: int) -> np.ndarray:
     """``image`` converted to ``mode`` and resized (bilinear) to ``size x size`` if it is not: uint8 ``(size, size)``
     for "L", ``(size, size, 3)`` for "RGB"."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray((wide >> 8).astype(np.uint8), "L")
     image = image.convert(mode)
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)

@@ -24,14 +24,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tada.config import PromoteConfig
-from tada.io import write_json_atomic
+from tada.io import read_text, replace_dir, staging_dir, write_json_atomic
 from tada.validators import metric_value
 
 RELEASE_FILES = {"model.onnx": "onnx", "model.pt": "checkpoint", "metrics.json": "metrics", "export.json": "export"}
@@ -99,11 +98,13 @@ def decide(metric: str, candidate: float, production: float | None, tolerance: f
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except FileNotFoundError:
         raise PromotionError(f"{what} not found: {path}") from None
     except json.JSONDecodeError as e:
         raise PromotionError(f"{what} {path} is not valid JSON: {e}") from None
+    except ValueError as e:  # not UTF-8
+        raise PromotionError(f"{what}: {e}") from None
 
 
 def _metric(metrics: dict[str, Any], metric: str, path: Path) -> float:
@@ -150,17 +151,14 @@ class ModelStore:
         self.releases.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         release_id = f"{stamp}-{record['checkpoint_sha256'][:8]}"
-        staging = Path(tempfile.mkdtemp(prefix=f".{release_id}.", suffix=".tmp", dir=self.releases))
-        try:
+        with staging_dir(self.releases / release_id) as staging:
             for name, attr in RELEASE_FILES.items():
-                shutil.copy2(getattr(candidate, attr), staging / name)
+                shutil.copyfile(getattr(candidate, attr), staging / name)
             write_json_atomic(staging / "release.json", {"release": release_id, **record})
             for name in (*RELEASE_FILES, "release.json"):
                 with open(staging / name, "rb") as f:
                     os.fsync(f.fileno())
-            os.replace(staging, self.releases / release_id)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            replace_dir(staging, self.releases / release_id)
         link_tmp = self.root / f".production.{os.getpid()}.tmp"
         link_tmp.unlink(missing_ok=True)
         os.symlink(Path("releases") / release_id, link_tmp)

@@ -123,7 +123,9 @@ def build_suites(
             meta={"summary": "the target domain has every class (labelled split)"}))
     files += [
         E.ExpectColumnValuesToBeInSet(column="actual_mode", value_set=list(cfg.image_modes),
-                                      meta={"summary": f"image modes are {', '.join(cfg.image_modes)}"}),
+                                      meta={"summary": f"image modes are {', '.join(cfg.image_modes)} "
+                                                       "(validate.image_modes; 16-bit I;16 and CMYK are converted "
+                                                       "when allowed)"}),
         E.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, meta={"summary": f"at least {cfg.min_rows} images"}),
     ]
     if cfg.check_image_size:
@@ -175,7 +177,7 @@ def _describe_failure(kwargs: dict[str, Any], result: dict[str, Any]) -> str:
     if count is not None:
         shown = result.get("partial_unexpected_list") or []
         values = sorted({str(v) for v in shown})[:EXAMPLES]
-        return f"{count} row(s)" + (f", unexpected values {values}" if values and "label" in str(kwargs) else "")
+        return f"{count} row(s)" + (f", unexpected values {values}" if values else "")
     observed = result.get("observed_value")
     return f"observed {observed}" if observed is not None else "failed"
 

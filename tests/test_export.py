@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -145,3 +147,38 @@ def test_metadata_records_the_evaluation_resize_and_crop(tiny_config):
     cropped = tiny_config.replace({"data.load_size": 32})
     meta = model_info(cropped, ("a", "b"), 1).to_metadata()
     assert json.loads(meta["tada.load_size"]) == 32 and json.loads(meta["tada.input_size"]) == [1, 28, 28]
+
+
+EXPORT_FROM_CHECKOUT = """
+import sys, torch
+from tada.checkpoint import load_checkpoint
+from tada.export import export_verified, model_info
+model, config, payload = load_checkpoint(sys.argv[1])
+images = torch.load(sys.argv[2])
+export_verified(model, images[:32], sys.argv[3], 18, model_info(config, tuple(payload["classes"]), 1,
+                payload["metrics"]), (1, 32), 1e-4, fit_images=images, calibration_images=images)
+"""
+
+
+@pytest.mark.slow
+def test_the_same_model_exported_from_two_checkouts_is_the_same_file(model, tiny_config, tmp_path):
+    """The exporter records each node's Python stack (absolute paths of the checkout); it is stripped."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tada.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "model.pt", model, tiny_config, tuple("0123456789"), 1, step=1)
+    torch.save(torch.rand(40, 1, 28, 28) * 2 - 1, tmp_path / "images.pt")
+    root = Path(export.__file__).resolve().parents[1]
+    outputs = []
+    for name in ("checkout-a", "a-longer-checkout-name-b"):
+        shutil.copytree(root / "tada", tmp_path / name / "tada", ignore=shutil.ignore_patterns("__pycache__"))
+        out = tmp_path / f"{name}.onnx"
+        subprocess.run([sys.executable, "-c", EXPORT_FROM_CHECKOUT, str(tmp_path / "model.pt"),
+                        str(tmp_path / "images.pt"), str(out)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path / name)}, cwd=tmp_path / name)
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert b"checkout-a" not in outputs[0] and str(root).encode() not in outputs[0]

@@ -14,10 +14,12 @@ that does not decode is listed anyway, so that the validate stage names it inste
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from tada.config import FolderConfig
 from tada.data.samples import IMAGE_SUFFIXES, Sample
+from tada.io import read_text
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -27,16 +29,15 @@ def _images_in(folder: Path) -> list[Path]:
 def read_csv_listing(path: Path) -> list[tuple[str, str | None]]:
     """Rows of ``path[,label]`` from a CSV or whitespace-free list file; a header row ``path,label`` is skipped."""
     rows = []
-    with open(path, newline="") as f:
-        for number, record in enumerate(csv.reader(f), start=1):
-            if not record or not record[0].strip() or record[0].lstrip().startswith("#"):
-                continue
-            if number == 1 and record[0].strip().lower() == "path":
-                continue
-            if len(record) > 2:
-                raise ValueError(f"{path}, line {number}: expected 'path' or 'path,label', got {len(record)} fields")
-            label = record[1].strip() if len(record) == 2 and record[1].strip() else None
-            rows.append((record[0].strip(), label))
+    for number, record in enumerate(csv.reader(io.StringIO(read_text(path), newline="")), start=1):
+        if not record or not record[0].strip() or record[0].lstrip().startswith("#"):
+            continue
+        if number == 1 and record[0].strip().lower() == "path":
+            continue
+        if len(record) > 2:
+            raise ValueError(f"{path}, line {number}: expected 'path' or 'path,label', got {len(record)} fields")
+        label = record[1].strip() if len(record) == 2 and record[1].strip() else None
+        rows.append((record[0].strip(), label))
     return rows
 
 
@@ -53,6 +54,11 @@ def read_listing(spec: str, key: str, *, labels_required: bool) -> list[Sample]:
             raise ValueError(f"{key}: {path} has both class folders ({classes[0].name}, ...) and images directly in "
                              f"it ({loose[0].name}, ...): use one layout")
         if classes:
+            empty = [c.name for c in classes if not _images_in(c)]
+            if empty:  # a class without images would vanish from the class list without a word
+                raise ValueError(f"{key}: the class folder {path / empty[0]} has no images (suffixes "
+                                 f"{', '.join(sorted(IMAGE_SUFFIXES))}); add some or remove the folder"
+                                 + (f" (also empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""))
             samples = [Sample(c.name, path=p) for c in classes for p in _images_in(c)]
         elif labels_required:
             raise ValueError(f"{key}: {path} has no class folders; labelled images must be laid out as "
@@ -81,6 +87,10 @@ def read_folder_dataset(cfg: FolderConfig) -> tuple[dict[tuple[str, str], list[S
             raise ValueError(f"data.folder.{key} must be set for data.name: folder (a directory or a CSV file)")
     source = read_listing(cfg.source, "data.folder.source", labels_required=True)
     target = read_listing(cfg.target, "data.folder.target", labels_required=False)
+    shared = {s.path.resolve() for s in source} & {s.path.resolve() for s in target}
+    if shared:
+        raise ValueError(f"data.folder.source and data.folder.target name {len(shared)} of the same images (e.g. "
+                         f"{min(shared)}): the target must be other images than the labelled source")
     classes = tuple(sorted({s.label for s in source if s.label}))
     splits = {("source", "train"): source, ("target", "train"): target}
     if cfg.target_test:

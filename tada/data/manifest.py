@@ -29,7 +29,7 @@ from PIL import Image
 if TYPE_CHECKING:
     from tada.data.samples import Sample
     from tada.data.task import DomainTask
-from tada.io import replace_dir, staging_dir
+from tada.io import read_text, replace_dir, staging_dir
 
 COLUMNS = ("path", "domain", "split", "label", "width", "height", "mode", "sha256")
 MANIFEST = "manifest.csv"
@@ -152,15 +152,14 @@ def read_manifest(root: str | Path) -> tuple[list[ManifestRow], tuple[str, ...]]
     for path in (manifest, classes_file):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run the fetch stage first (dvc repro fetch)")
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{manifest}: columns must be {', '.join(COLUMNS)}, got {reader.fieldnames}")
-        rows = []
-        for line, record in enumerate(reader, start=2):
-            try:
-                rows.append(ManifestRow(**{**record, "width": int(record["width"]), "height": int(record["height"])}))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{manifest}, line {line}: {e}") from None
-    classes = tuple(line.strip() for line in classes_file.read_text().splitlines() if line.strip())
+    reader = csv.DictReader(io.StringIO(read_text(manifest), newline=""))
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise ValueError(f"{manifest}: columns must be {', '.join(COLUMNS)}, got {reader.fieldnames}")
+    rows = []
+    for line, record in enumerate(reader, start=2):
+        try:
+            rows.append(ManifestRow(**{**record, "width": int(record["width"]), "height": int(record["height"])}))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{manifest}, line {line}: {e}") from None
+    classes = tuple(line.strip() for line in read_text(classes_file).splitlines() if line.strip())
     return rows, classes

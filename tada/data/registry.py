@@ -22,6 +22,7 @@ import numpy as np
 
 from tada.data.download import Archive
 from tada.data.samples import IMAGE_SUFFIXES, DomainData, Sample
+from tada.io import read_text
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def _list_file(root: Path, listing: Path, classes: Sequence[str], what: str) -> 
     if not listing.is_file():
         raise FileNotFoundError(f"{what}: expected the image list {listing} in the extracted release")
     samples = []
-    for number, line in enumerate(listing.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(listing).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -234,7 +235,7 @@ def _read_digits(dirs: dict[str, Path], domain: str, classes: tuple[str, ...]) -
     for split in ("train", "test"):
         listing = root / f"mnist_m_{split}_labels.txt"
         samples = []
-        for line in listing.read_text().splitlines():
+        for line in read_text(listing).splitlines():
             if line.strip():
                 name, label = line.split()
                 samples.append(Sample(DIGIT_CLASSES[int(label)], path=root / f"mnist_m_{split}" / name))

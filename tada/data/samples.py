@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from tada.preprocessing import IMAGE_SUFFIXES
+
+__all__ = ["IMAGE_SUFFIXES", "DomainData", "Sample"]
 
 
 @dataclass(frozen=True)

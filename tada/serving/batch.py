@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from tada.io import write_text_atomic
+from tada.preprocessing import IMAGE_SUFFIXES
 from tada.serving.images import ImageError, load_file
 from tada.serving.predictor import Predictor
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 COLUMNS = ("path", "label", "confidence", "top_k", "entropy", "domain_probability", "shift_score", "shifted",
            "confident", "error")
 
@@ -113,7 +113,7 @@ def run(model: Path, paths: Sequence[str], output: Path | None, fmt: str | None,
     if output is None:
         sys.stdout.write(text)
     else:
-        write_text_atomic(output, text)
+        write_text_atomic(output, text, errors="surrogateescape")  # a file name that is not UTF-8: its own bytes
     failed = sum(r["error"] is not None for r in rows)
     shifted = [r["shifted"] for r in rows if r.get("shifted") is not None]
     summary = f"{len(rows) - failed} images predicted in {seconds:.2f} s"
