@@ -1,14 +1,13 @@
 """The HTTP service in-process (FastAPI's TestClient): predictions, every bad input, metrics, health, shift."""
 
-import re
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_text import metric
 from serving_model import noise_images, png, tiny_model
 
 from tada.serving import Predictor
-from tada.serving.app import create_app
+from tada.serving.app import MAX_PARTS, create_app
 from tada.serving.settings import ServeSettings
 
 MULTIPART_B = "multipart/form-data; boundary=b"
@@ -20,12 +19,17 @@ def tiny():
     return tiny_model()
 
 
-@pytest.fixture
-def client(tiny):
-    settings = ServeSettings(model=tiny.onnx, **LIMITS)
+def serving(tiny, **overrides) -> TestClient:
+    """A test client of the service for ``tiny`` with `LIMITS` and ``overrides``."""
+    settings = ServeSettings(model=tiny.onnx, **{**LIMITS, **overrides})
     app = create_app(Predictor(tiny.onnx, max_pixels=settings.max_pixels, shift_threshold=settings.shift_threshold),
                      settings)
-    with TestClient(app) as c:
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(tiny):
+    with serving(tiny) as c:
         yield c
 
 
@@ -35,14 +39,6 @@ def files(*blobs, content_type="image/png"):
 
 def target_png(tiny, i=0):
     return tiny.target_pngs[i].read_bytes()
-
-
-def metric(text, name, **labels):
-    """The value of one Prometheus sample, 0 when absent."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = rf"^{re.escape(name)}{re.escape('{' + wanted + '}') if labels else ''} (\S+)$"
-    match = re.search(pattern, text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def test_predicts_several_images_like_the_predictor(client, tiny):
@@ -82,6 +78,11 @@ BAD_INPUTS = {  # name -> (request kwargs, status, error code, words of the mess
                   "application/x-www-form-urlencoded"),
     "text field only": (lambda t: {"data": {"note": "hi"}, "files": {"x": ("", b"", "")}}, 400, "unexpected_field",
                         "'note' is not a file"),
+    "file in another field": (lambda t: {"files": [("image", ("0.png", target_png(t), "image/png"))]}, 400,
+                              "unexpected_field", "file '0.png' is in the form field 'image': send images in the field "
+                              "'images' (curl -F images=@digit.png)"),
+    "files in two fields": (lambda t: {"files": files(target_png(t)) + [("file", ("1.png", target_png(t)))]}, 400,
+                            "unexpected_field", "form field 'file'"),
     "empty multipart": (lambda t: {"content": b"--b--\r\n", "headers": {"content-type": MULTIPART_B}}, 400,
                         "no_images", "no image in the request"),
     "no boundary": (lambda t: {"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 400,
@@ -99,6 +100,48 @@ def test_bad_input_gets_a_precise_4xx_and_the_server_keeps_serving(client, tiny,
     text = client.get("/metrics").text
     assert metric(text, "tada_rejected_requests_total", reason=code) == 1
     assert metric(text, "tada_requests_total", endpoint="/predict", method="POST", status=status) == 1
+
+
+def parts_body(count: int, as_files: bool) -> bytes:
+    """A multipart body (boundary ``b``) of ``count`` one-byte parts in the field ``images``: files, or text."""
+    filename = '; filename="x.png"\r\nContent-Type: image/png' if as_files else ""
+    part = f'--b\r\nContent-Disposition: form-data; name="images"{filename}\r\n\r\nx\r\n'.encode()
+    return part * count + b"--b--\r\n"
+
+
+@pytest.mark.parametrize(("count", "as_files", "words"), [
+    (MAX_PARTS, True, f"too many images: {MAX_PARTS} in this request, at most 4 per request"),
+    (MAX_PARTS + 1, True, f"too many images: more than {MAX_PARTS} parts in this request, at most 4 per request"),
+    (5 * MAX_PARTS, False, f"more than {MAX_PARTS} parts in this request"),
+], ids=["max_images < parts = parser limit", "files over the parser limit", "text fields over the parser limit"])
+def test_more_parts_than_max_images_or_the_parser_reads_are_too_many_images(tiny, count, as_files, words):
+    with serving(tiny, max_body_bytes=1 << 20) as client:
+        response = client.post("/predict", content=parts_body(count, as_files), headers={"content-type": MULTIPART_B})
+        assert response.status_code == 413, response.text
+        body = response.json()
+        assert set(body) == {"error", "detail"} and body["error"] == "too_many_images" and words in body["detail"]
+        assert client.post("/predict", files=files(target_png(tiny))).status_code == 200
+        text = client.get("/metrics").text
+        assert metric(text, "tada_rejected_requests_total", reason="too_many_images") == 1
+        assert metric(text, "tada_rejected_requests_total", reason="malformed_multipart") == 0
+        assert metric(text, "tada_requests_total", endpoint="/predict", method="POST", status=413) == 1
+
+
+def test_unknown_paths_and_wrong_methods_get_json_404_and_405(client, tiny):
+    missing = client.get("/no-such-page")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert missing.json()["detail"] == ("no endpoint at /no-such-page: the service answers POST /predict, GET /health, "
+                                        "GET /metadata, GET /metrics")
+    wrong = client.get("/predict")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json() == {"error": "method_not_allowed", "detail": "GET is not allowed on /predict: it takes POST"}
+    assert client.delete("/health").json()["error"] == "method_not_allowed"
+    assert client.post("/predict", files=files(target_png(tiny))).status_code == 200
+    text = client.get("/metrics").text
+    assert metric(text, "tada_rejected_requests_total", reason="not_found") == 1
+    assert metric(text, "tada_rejected_requests_total", reason="method_not_allowed") == 2
+    assert metric(text, "tada_requests_total", endpoint="other", method="GET", status=404) == 1
+    assert metric(text, "tada_requests_total", endpoint="/predict", method="GET", status=405) == 1
 
 
 def test_metrics_count_requests_latency_images_and_shift(client, tiny):

@@ -1,3 +1,4 @@
+import argparse
 import csv
 import json
 import subprocess
@@ -9,6 +10,7 @@ from serving_model import tiny_model
 from tada.cli import main
 from tada.serving import Predictor
 from tada.serving.batch import COLUMNS
+from tada.serving.server import add_arguments, settings_from_args
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,20 @@ def test_serve_rejects_bad_settings(monkeypatch, capsys, tiny):
     monkeypatch.delenv("TADA_MAX_IMAGES")
     assert main(["serve", str(tiny.onnx), "--max-images", "0"]) == 2
     assert "max_images must be >= 1, got 0" in capsys.readouterr().err
+    monkeypatch.setenv("TADA_BODY_TIMEOUT", "soon")
+    assert main(["serve", str(tiny.onnx)]) == 2
+    assert "TADA_BODY_TIMEOUT must be a number, got 'soon'" in capsys.readouterr().err
+    monkeypatch.delenv("TADA_BODY_TIMEOUT")
+    assert main(["serve", str(tiny.onnx), "--body-timeout", "0"]) == 2
+    assert "body_timeout must be > 0 seconds, got 0.0" in capsys.readouterr().err
+
+
+def test_serve_takes_the_body_timeout_from_the_flag_over_the_variable_over_the_default(monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    monkeypatch.delenv("TADA_BODY_TIMEOUT", raising=False)
+    assert settings_from_args(parser.parse_args([])).body_timeout == 30
+    monkeypatch.setenv("TADA_BODY_TIMEOUT", "5")
+    assert settings_from_args(parser.parse_args([])).body_timeout == 5
+    assert settings_from_args(parser.parse_args(["--body-timeout", "2.5"])).body_timeout == 2.5
+    assert "--body-timeout" in parser.format_help() and "$TADA_BODY_TIMEOUT" in parser.format_help()

@@ -1,7 +1,7 @@
 """The HTTP service: FastAPI over a `Predictor`.
 
-- ``POST /predict``: ``multipart/form-data`` with one or more image files (field ``images``; any field name holding
-  a file is accepted, in order) -> one prediction per image with its shift score.
+- ``POST /predict``: ``multipart/form-data`` with one or more image files in the field ``images`` (any other field
+  is refused) -> one prediction per image, in order, with its shift score.
 - ``GET /health``: liveness, plus the rolling shift summary and its alert, and the estimated accuracy of the recent
   traffic (`tada.serving.accuracy`) beside the one measured at export.
 - ``GET /metadata``: what the model says about itself and the service's limits.
@@ -10,12 +10,15 @@
 Bad input never reaches the model: each case has its own status and ``error`` code, and a message naming the image
 (index and filename) and the limit: 415 ``wrong_content_type`` (the request is not multipart, or a part declares a
 non-image type), 413 ``body_too_large`` / ``too_many_images`` / ``image_too_large``, 422 ``not_an_image`` /
-``corrupt_image``, 400 ``no_images`` / ``malformed_multipart`` / ``unexpected_field`` / ``bad_content_length``.
-Anything unexpected is a 500 with a JSON body; the server keeps serving either way.
+``corrupt_image``, 400 ``no_images`` / ``malformed_multipart`` / ``unexpected_field`` / ``bad_content_length``,
+408 ``body_timeout`` (the body took longer than ``body_timeout``), 404 ``not_found``, 405 ``method_not_allowed``.
+Requests uvicorn's HTTP parser refuses get the same JSON from `tada.serving.protocol`. Every 4xx is counted by its
+code in /metrics. Anything unexpected is a 500 with a JSON body; the server keeps serving either way.
 """
 
 from __future__ import annotations
 
+import http
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,8 +28,10 @@ import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
@@ -42,14 +47,16 @@ from tada.serving.shift import ShiftMonitor
 log = logging.getLogger("tada.serving")
 IMAGE_TYPES = ("image/", "application/octet-stream")  # what a part may declare (clients send the latter by default)
 MIN_IMAGES_FOR_ALERT = 20  # a window of a handful of images says nothing about the traffic
+IMAGES_FIELD = "images"
+MAX_PARTS = 1_000  # parts the multipart parser reads before it gives up (counted exactly up to here)
 
 
 class Rejection(Exception):
-    """A 4xx answer: ``status``, a stable ``code`` for clients and metrics, and a message for people."""
+    """A 4xx answer: ``status``, a stable ``code`` for clients and metrics, a message for people, and ``headers``."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
 def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
@@ -80,7 +87,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
             predictions = await anyio.to_thread.run_sync(_predict, predictor, parts)
         except Rejection as r:
             metrics.rejected.labels(r.code).inc()
-            return JSONResponse({"error": r.code, "detail": r.detail}, status_code=r.status)
+            return JSONResponse({"error": r.code, "detail": r.detail}, status_code=r.status, headers=r.headers)
         scores = [p.shift_score for p in predictions if p.shift_score is not None]
         if monitor is not None and scores:
             monitor.add(scores)
@@ -103,14 +110,25 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
-        limits = {k: getattr(settings, k) for k in ("max_images", "max_body_bytes", "max_pixels", "batch_size",
-                                                     "top_k", "intra_op_threads", "shift_window",
+        limits = {k: getattr(settings, k) for k in ("max_images", "max_body_bytes", "max_pixels", "body_timeout",
+                                                     "batch_size", "top_k", "intra_op_threads", "shift_window",
                                                      "shift_alert_fraction")}
         return {"model": info.to_dict(), "service": {**limits, "shift_threshold": threshold, "version": __version__}}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    endpoints = ", ".join(f"{m} {r.path}" for r in app.routes if isinstance(r, APIRoute) for m in sorted(r.methods))
+
+    @app.exception_handler(HTTPException)  # routing's 404 and 405
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = http.HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")  # not_found, method_not_allowed
+        detail = {404: f"no endpoint at {request.url.path}: the service answers {endpoints}",
+                  405: f"{request.method} is not allowed on {request.url.path}: it takes "
+                       f"{(exc.headers or {}).get('Allow')}"}.get(exc.status_code, str(exc.detail))
+        metrics.rejected.labels(code).inc()
+        return JSONResponse({"error": code, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # logged by ObservedApp
@@ -119,24 +137,31 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
     return ObservedApp(app, metrics)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body, read within ``timeout`` seconds and at most ``limit`` bytes; `Rejection` otherwise."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):  # isdigit alone accepts '²', which int() refuses
             raise Rejection(400, "bad_content_length", f"Content-Length must be a number of bytes, got {declared!r}")
         if int(declared) > limit:
             raise Rejection(413, "body_too_large", f"request body of {declared} bytes is over the limit of {limit} "
                                                    "bytes: send fewer or smaller images per request")
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:  # a chunked upload, or a body longer than it declared
-                raise Rejection(413, "body_too_large", f"request body over the limit of {limit} bytes: send fewer "
-                                                       "or smaller images per request")
-            chunks.append(chunk)
+        with anyio.fail_after(timeout):  # the whole body: a trickling client resets no per-read timer
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # a chunked upload, or a body longer than it declared
+                    raise Rejection(413, "body_too_large", f"request body over the limit of {limit} bytes: send "
+                                                           "fewer or smaller images per request")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise Rejection(400, "client_disconnected", "the client closed the connection mid-request") from None
+    except TimeoutError:
+        # Close the connection: a client still trickling would otherwise hold it open after the answer.
+        raise Rejection(408, "body_timeout", f"the request body did not arrive within the limit of {timeout:g} s "
+                        f"({size} bytes received): send it faster, or fewer images per request",
+                        headers={"connection": "close"}) from None
     return b"".join(chunks)
 
 
@@ -146,29 +171,36 @@ async def _read_images(request: Request, settings: ServeSettings) -> list[tuple[
     if content_type.split(";")[0].strip().lower() != "multipart/form-data":
         raise Rejection(415, "wrong_content_type", "POST /predict takes multipart/form-data with image files in the "
                         f"field 'images' (curl -F images=@digit.png), got Content-Type {content_type or '(none)'!r}")
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await _read_body(request, settings.max_body_bytes, settings.body_timeout)
 
     async def replay() -> AsyncIterator[bytes]:
         yield body
 
+    limit = max(MAX_PARTS, settings.max_images)  # the parser must count every part a request may hold
     try:
-        form = await MultiPartParser(request.headers, replay(), max_files=10_000, max_fields=1_000).parse()
+        form = await MultiPartParser(request.headers, replay(), max_files=limit, max_fields=limit).parse()
     except MultiPartException as e:
+        if str(e).startswith("Too many"):  # starlette's "Too many files/fields": past `limit`, the same 413 as below
+            raise Rejection(413, "too_many_images", f"too many images: more than {limit} parts in this request, at "
+                            f"most {settings.max_images} per request") from None
         raise Rejection(400, "malformed_multipart", f"malformed multipart body: {e}") from None
     try:
-        files: list[tuple[str, UploadFile]] = []
+        files: list[UploadFile] = []
         for field, value in form.multi_items():
             if not isinstance(value, UploadFile):
                 raise Rejection(400, "unexpected_field", f"form field {field!r} is not a file: send images as files "
                                 "(curl -F images=@digit.png)")
-            files.append((field, value))
+            if field != IMAGES_FIELD:
+                raise Rejection(400, "unexpected_field", f"file {value.filename!r} is in the form field {field!r}: "
+                                f"send images in the field {IMAGES_FIELD!r} (curl -F images=@digit.png)")
+            files.append(value)
         if not files:
             raise Rejection(400, "no_images", "no image in the request: send one or more files in the field 'images'")
         if len(files) > settings.max_images:
             raise Rejection(413, "too_many_images", f"too many images: {len(files)} in this request, at most "
                             f"{settings.max_images} per request")
         parts = []
-        for i, (_, upload) in enumerate(files):
+        for i, upload in enumerate(files):
             declared = (upload.content_type or "application/octet-stream").lower()
             if not declared.startswith(IMAGE_TYPES):
                 raise Rejection(415, "wrong_content_type", f"image {i} ({upload.filename!r}): content type "

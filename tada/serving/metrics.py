@@ -1,7 +1,9 @@
 """Prometheus metrics of the service (text exposition format at GET /metrics).
 
-- ``tada_requests_total{endpoint, method, status}``: every HTTP request, rejected ones included.
-- ``tada_request_latency_seconds{endpoint}``: a histogram of the time from request to response.
+- ``tada_requests_total{endpoint, method, status}``: every HTTP request, rejected ones included; those the HTTP
+  parser refuses (`tada.serving.protocol`) under endpoint ``other`` and method ``unknown``.
+- ``tada_request_latency_seconds{endpoint}``: a histogram of the time from request to response (requests the
+  parser refuses have none: their start was never seen).
 - ``tada_rejected_requests_total{reason}``: 4xx answers by reason (``not_an_image``, ``body_too_large``, ...).
 - ``tada_images_predicted_total`` and ``tada_predictions_total{label}``: images served and predicted classes.
 - ``tada_shift_score``: a histogram of every image's shift score since the start.

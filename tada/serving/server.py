@@ -11,8 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tada.serving.settings import ServeSettings, SettingsError, env_name, load_settings
+
+if TYPE_CHECKING:
+    from tada.serving.app import ObservedApp
 
 FLAGS = {  # flag -> (setting, type, help)
     "--host": ("host", str, "interface to listen on (the image uses 0.0.0.0)"),
@@ -20,6 +24,7 @@ FLAGS = {  # flag -> (setting, type, help)
     "--max-images": ("max_images", int, "images per request"),
     "--max-body-bytes": ("max_body_bytes", int, "request body size limit"),
     "--max-pixels": ("max_pixels", int, "decoded width x height limit per image"),
+    "--body-timeout": ("body_timeout", float, "seconds to receive a request's whole body (slow uploads get a 408)"),
     "--threads": ("intra_op_threads", int, "onnxruntime intra-op threads per request (0: onnxruntime's default)"),
     "--batch-size": ("batch_size", int, "images per onnxruntime call"),
     "--top-k": ("top_k", int, "classes listed per image"),
@@ -61,8 +66,17 @@ def serve(settings: ServeSettings) -> None:
     print(f"tada serve: {settings.model} ({info.extra.get('method', '?')}, {info.extra.get('backbone', '?')}, "
           f"{len(info.classes)} classes, outputs {', '.join(info.outputs)}) on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(predictor, settings), host=settings.host, port=settings.port, log_level="info",
-                access_log=settings.access_log, timeout_graceful_shutdown=10, server_header=False)
+    uvicorn.run(**uvicorn_options(create_app(predictor, settings), settings))
+
+
+def uvicorn_options(app: ObservedApp, settings: ServeSettings) -> dict[str, Any]:
+    """Keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` serving ``app``: h11, whatever else is installed,
+    through `json_h11_protocol` so that requests the HTTP parser refuses get the service's JSON errors too."""
+    from tada.serving.protocol import json_h11_protocol
+
+    return {"app": app, "host": settings.host, "port": settings.port, "log_level": "info",
+            "access_log": settings.access_log, "timeout_graceful_shutdown": 10, "server_header": False,
+            "http": json_h11_protocol(app.metrics)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@
 | max_images | ``TADA_MAX_IMAGES`` | 32 | images per request |
 | max_body_bytes | ``TADA_MAX_BODY_BYTES`` | 8 MiB | request body |
 | max_pixels | ``TADA_MAX_PIXELS`` | 4096 x 4096 | decoded width x height per image |
+| body_timeout | ``TADA_BODY_TIMEOUT`` | 30 | seconds to receive a request's whole body, then 408 |
 | intra_op_threads | ``TADA_INTRA_OP_THREADS`` | 1 | onnxruntime threads per request; requests run in parallel |
 | batch_size | ``TADA_BATCH_SIZE`` | 32 | images per onnxruntime call |
 | top_k | ``TADA_TOP_K`` | 3 | classes listed per image |
@@ -38,6 +39,7 @@ class ServeSettings:
     max_images: int = 32
     max_body_bytes: int = 8 * 1024 * 1024
     max_pixels: int = 4096 * 4096
+    body_timeout: float = 30.0
     intra_op_threads: int = 1
     batch_size: int = 32
     top_k: int = 3
@@ -54,6 +56,8 @@ class ServeSettings:
                 raise SettingsError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.port > 65535:
             raise SettingsError(f"port must be <= 65535, got {self.port}")
+        if not self.body_timeout > 0:  # also refuses NaN
+            raise SettingsError(f"body_timeout must be > 0 seconds, got {self.body_timeout}")
         if self.shift_threshold is not None and self.shift_threshold <= 0:
             raise SettingsError(f"shift_threshold must be > 0, got {self.shift_threshold}")
         if not 0 < self.shift_alert_fraction <= 1:
