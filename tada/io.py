@@ -11,6 +11,7 @@ running as another user, a shared DVC cache or a CI artifact upload can read it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -48,9 +49,14 @@ def clean_stale(directory: str | Path, names: str = "*") -> list[Path]:
     for path in [*directory.glob(f".{names}.*.tmp"), *directory.glob(f".{names}.old-*")]:
         match = _OWNER.search(path.name)
         pid = int(match.group(1) or match.group(2)) if match else None
-        if pid is not None and pid != os.getpid() and not _running(pid):
+        if pid is None or pid == os.getpid() or _running(pid):
+            continue
+        original = directory / path.name[1:].rsplit(".old-", 1)[0] if match.group(2) else None
+        if original is not None and not original.exists():  # killed between replace_dir's two renames
+            os.replace(path, original)
+        else:
             remove_tree(path)
-            removed.append(path)
+        removed.append(path)
     return removed
 
 
@@ -93,11 +99,26 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def replace_dir(staging: str | Path, target: str | Path) -> None:
-    """Put the fully written directory ``staging`` at ``target``: two renames, the previous tree is removed only
-    once the new one is in place (a crash in between leaves it as ``.<name>.old-<pid>`` beside the target, which
-    the next writer removes)."""
+    """Put the fully written directory ``staging`` at ``target``, the previous tree removed once the new one is in
+    place. Where the kernel and file system can, the two trees are swapped in one atomic step, so a reader (or a
+    kill) sees the old tree or the new one, never neither; elsewhere two renames, and a kill between them leaves
+    the old tree as ``.<name>.old-<pid>`` beside the missing target, which the next writer puts back."""
     staging, target = Path(staging), Path(target)
+    if target.is_dir() and _exchange(staging, target):
+        remove_tree(staging)  # now holds the previous tree
+        return
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -78,3 +78,27 @@ def test_a_running_writers_temporary_is_left_alone(tmp_path):
             sleeper.kill()
             sleeper.wait()
         assert clean_stale(tmp_path, "model.onnx") == [theirs]
+
+
+def test_replace_dir_swaps_whole_trees(tmp_path):
+    target = tmp_path / "data_docs"
+    for content in ("old", "new"):
+        with staging_dir(target) as staging:
+            (staging / "index.html").write_text(content)
+            replace_dir(staging, target)
+    assert (target / "index.html").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["data_docs"]
+
+
+def test_a_tree_moved_aside_by_a_killed_writer_is_put_back_by_the_next(tmp_path):
+    """Without an atomic exchange, replace_dir renames the old tree aside first: a kill right then leaves no target,
+    and the next writer of that target restores the old tree before it starts."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "manifest.csv").write_text("the last good data")
+    os.replace(target, tmp_path / f".data.old-{int(dead.stdout)}")
+    with staging_dir(target) as staging:
+        assert (target / "manifest.csv").read_text() == "the last good data"  # back before the new one is written
+        (staging / "manifest.csv").write_text("new")
+        replace_dir(staging, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
