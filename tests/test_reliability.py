@@ -24,6 +24,7 @@ from tada.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- table: tests/test_reliability.py -->", "<!-- end of table -->"
+HTTP_BEGIN, HTTP_END = "<!-- http table: tests/test_reliability.py -->", "<!-- end of http table -->"
 TINY = {"data": {"source_train_per_class": 12, "source_test_per_class": 4},
         "model": {"bottleneck_dim": 16, "discriminator_hidden": 16, "region_discriminator_hidden": 8},
         "train": {"iterations": 4, "eval_interval": 2, "log_interval": 2, "batch_size": 8}}
@@ -188,14 +189,25 @@ def run_case(name: str, tmp_path: Path) -> tuple[int, str]:
     return result.returncode, message.replace(str(d), "<dir>")
 
 
-def table(rows: list[tuple[str, str, int, str]]) -> str:
+def table(rows: list[tuple[str, str, int, str]], status: str = "exit") -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| case | tried | exit | message |", "|---|---|---|---|"]
+    lines = [f"| case | tried | {status} | message |", "|---|---|---|---|"]
     lines += [f"| {name} | {cell(tried)} | {code} | {cell(message) or '(nothing on stderr)'} |"
               for name, tried, code, message in rows]
     return "\n".join(lines)
+
+
+def check_doc(rendered: str, begin: str, end: str) -> None:
+    """The table between ``begin`` and ``end`` in docs/reliability.md is ``rendered`` (or becomes it)."""
+    text = DOC.read_text()
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    if os.environ.get("TADA_UPDATE_DOCS"):
+        DOC.write_text(text[:start] + "\n" + rendered + "\n" + text[stop:])
+    else:
+        assert text[start:stop].strip() == rendered, \
+            f"docs/reliability.md is stale; run TADA_UPDATE_DOCS=1 pytest {__file__}"
 
 
 @pytest.mark.slow
@@ -210,13 +222,7 @@ def test_every_bad_input_gets_a_precise_message_and_the_doc_says_so(tmp_path):
     written = list(csv.reader(io.StringIO((tmp_path / "undecodable_file_name" / "out.csv").read_bytes().decode(
         "utf-8", "surrogateescape"))))
     assert written[1][0].encode("utf-8", "surrogateescape").endswith(b"caf\xe9.png")  # the name's own bytes
-    rendered = table(rows)
-    text = DOC.read_text()
-    if os.environ.get("TADA_UPDATE_DOCS"):
-        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-        DOC.write_text(text[:start] + "\n" + rendered + "\n" + text[end:])
-    else:
-        assert rendered in text, f"docs/reliability.md is stale; run TADA_UPDATE_DOCS=1 pytest {__file__}"
+    check_doc(table(rows), BEGIN, END)
 
 
 def test_16_bit_grayscale_is_converted_by_its_top_8_bits_everywhere(tmp_path):
@@ -229,3 +235,92 @@ def test_16_bit_grayscale_is_converted_by_its_top_8_bits_everywhere(tmp_path):
     assert np.array_equal(load_image(tmp_path / "wide.png", "L", 20), expected)  # training's decoding
     served = to_array(decode((tmp_path / "wide.png").read_bytes(), 10**6), "L", 20)  # serving's
     assert np.array_equal(served, expected)
+
+
+MULTIPART = "multipart/form-data; boundary=b"
+HEAD = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + MULTIPART + "\r\n"
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def http_cases(target: bytes) -> dict[str, tuple[str, object]]:
+    """name -> (what is tried, an httpx request's keyword arguments or raw bytes to send)."""
+    def files(*blobs, field="images", content_type="image/png"):
+        return {"files": [(field, (f"{i}.png", blob, content_type)) for i, blob in enumerate(blobs)]}
+
+    return {
+        "not an image": ("a text file as the image", files(b"hello, not an image")),
+        "corrupt image": ("a PNG cut in half, after a good one", files(target, target[: len(target) // 2])),
+        "too many images": ("5 images, `max_images` 4", files(*[target] * 5)),
+        "too many parts": ("1,001 files, over the multipart parser's limit", files(*[b"x"] * 1001)),
+        "body too large": ("a 1.1 MB body, `max_body_bytes` 1 MiB", files(b"\0" * 1_100_000)),
+        "image too large": ("a 65 x 65 PNG, `max_pixels` 64 x 64", files(png_bytes(np.zeros((65, 65), np.uint8)))),
+        "JSON, not multipart": ("`Content-Type: application/json`", {"json": {"image": "aGVsbG8="}}),
+        "part not an image type": ("a part declared `text/plain`", files(target, content_type="text/plain")),
+        "wrong field": ("the image in the field `image`", files(target, field="image")),
+        "no images": ("an empty multipart body", {"content": b"--b--\r\n", "headers": {"content-type": MULTIPART}}),
+        "no boundary": ("`multipart/form-data` without a boundary",
+                        {"content": b"x", "headers": {"content-type": "multipart/form-data"}}),
+        "bad Content-Length": ("`Content-Length: abc`", (HEAD + "Content-Length: abc\r\n\r\n").encode()),
+        "not HTTP": ("`HELLO THERE` on the socket", b"HELLO THERE\r\n\r\n"),
+        "unknown path": ("`GET /predictions`", {"method": "GET", "url": "/predictions"}),
+        "wrong method": ("`GET /predict`", {"method": "GET", "url": "/predict"}),
+        "slow upload": ("a body trickled at 4 bytes/s, `body_timeout` 1 s", "trickle"),
+    }
+
+
+def send(port: int, request: object) -> tuple[int, dict]:
+    import socket
+
+    import httpx
+    from test_serving_server import WAIT_S, answer
+
+    if isinstance(request, dict):
+        kwargs = {"method": "POST", "url": "/predict", **request}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as client:
+            response = client.request(**kwargs)
+            return response.status_code, response.json()
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
+        if request == "trickle":
+            s.sendall((HEAD + "Content-Length: 1000\r\n\r\n").encode())
+            s.settimeout(0.25)
+            raw = b""
+            for _ in range(int(40 * WAIT_S)):  # until the server answers, at most 10 x WAIT_S
+                try:
+                    s.sendall(b"x")
+                    raw += s.recv(65536)
+                except (TimeoutError, BlockingIOError):
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                if b"\r\n\r\n" in raw:
+                    break
+        else:
+            s.sendall(request)
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+    status, _, body = answer(raw)
+    return int(status.split()[1]), body
+
+
+@pytest.mark.slow
+def test_every_bad_request_gets_a_precise_json_answer_and_the_doc_says_so():
+    from test_serving_server import running, still_serving
+
+    tiny = tiny_model()
+    target = tiny.target_pngs[0].read_bytes()
+    rows = []
+    limits = {"max_images": 4, "max_body_bytes": 1024 * 1024, "max_pixels": 64 * 64, "body_timeout": 1.0}
+    with running(tiny, **limits) as port:
+        for name, (tried, request) in http_cases(target).items():
+            status, body = send(port, request)
+            assert 400 <= status < 500 and set(body) == {"error", "detail"}, (name, status, body)
+            detail = re.sub(r"\(\d+ bytes received\)", "(… bytes received)", body["detail"])  # timing-dependent
+            rows.append((name, tried, status, f"`{body['error']}`: {detail}"))
+        still_serving(port)
+    check_doc(table(rows, "HTTP"), HTTP_BEGIN, HTTP_END)

@@ -17,9 +17,8 @@ import uvicorn
 from prometheus_text import metric
 from serving_model import tiny_model
 
-from tada.serving import Predictor
 from tada.serving.app import create_app
-from tada.serving.server import uvicorn_options
+from tada.serving.server import make_predictor, uvicorn_options
 from tada.serving.settings import ServeSettings
 
 WAIT_S = 30  # the longest any single step may take on a busy 2-core machine
@@ -36,7 +35,7 @@ def running(tiny, **overrides) -> Iterator[int]:
     """A uvicorn server of the service for ``tiny`` on a free loopback port (port 0: the OS picks), in a thread;
     its port."""
     settings = ServeSettings(model=tiny.onnx, port=0, **overrides)
-    app = create_app(Predictor(tiny.onnx, shift_threshold=settings.shift_threshold), settings)
+    app = create_app(make_predictor(settings), settings)  # as `tada serve` builds it
     server = uvicorn.Server(uvicorn.Config(**uvicorn_options(app, settings)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -52,16 +52,21 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return load_settings({name: getattr(args, name) for name in names})
 
 
+def make_predictor(settings: ServeSettings):
+    """The `Predictor` the service runs, with the settings' limits."""
+    from tada.serving.predictor import Predictor
+
+    return Predictor(settings.model, intra_op_threads=settings.intra_op_threads, batch_size=settings.batch_size,
+                     top_k=settings.top_k, max_pixels=settings.max_pixels, shift_threshold=settings.shift_threshold)
+
+
 def serve(settings: ServeSettings) -> None:
     """Load the model and serve until interrupted."""
     import uvicorn
 
     from tada.serving.app import create_app
-    from tada.serving.predictor import Predictor
 
-    predictor = Predictor(settings.model, intra_op_threads=settings.intra_op_threads,
-                          batch_size=settings.batch_size, top_k=settings.top_k, max_pixels=settings.max_pixels,
-                          shift_threshold=settings.shift_threshold)
+    predictor = make_predictor(settings)
     info = predictor.info
     print(f"tada serve: {settings.model} ({info.extra.get('method', '?')}, {info.extra.get('backbone', '?')}, "
           f"{len(info.classes)} classes, outputs {', '.join(info.outputs)}) on http://{settings.host}:{settings.port}",
