@@ -18,12 +18,14 @@ scores at every evaluation of a default run, against the wall time of the whole 
     python benchmarks/validators.py                       # 27 runs, 162 checkpoints, ~35 min on 2 CPU cores
     python benchmarks/validators.py --overhead            # + the dvc repro measurement, ~3 min more
     python benchmarks/validators.py --from benchmarks/results/validators.json   # the tables again, no training
+    python benchmarks/validators.py --from benchmarks/results/validators.json --overhead   # + the overhead only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -95,8 +97,13 @@ def score_validators(checkpoints: list[dict]) -> dict[str, dict]:
                        "kendall_tau": float(kendalltau(scores, accuracy).statistic),
                        "top1_regret": float(100 * (accuracy.max() - accuracy[picked])),
                        "picked": {k: checkpoints[picked][k] for k in ("method", "seed", "setting", "step")}}
-    table["estimated_target_accuracy"]["atc_mae"] = float(100 * np.mean(np.abs(
-        np.array([c["estimated_target_accuracy"] for c in checkpoints]) - accuracy)))
+    error = np.array([c["estimated_target_accuracy"] for c in checkpoints]) - accuracy
+    atc = table["estimated_target_accuracy"]
+    atc["atc_mae"] = float(100 * np.mean(np.abs(error)))
+    atc["atc_bias_by_method"] = {m: float(100 * error[[c["method"] == m for c in checkpoints]].mean())
+                                 for m in METHODS}  # estimate minus accuracy, points
+    atc["source_accuracy_by_method"] = {m: float(100 * np.mean([c["source_accuracy"] for c in checkpoints
+                                                                if c["method"] == m])) for m in METHODS}
     return table
 
 
@@ -127,16 +134,22 @@ def measure_overhead(base: Config) -> dict:
     added = evaluations * (with_seconds - without_seconds)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout
         for name in files.split():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             (repo / name).write_bytes((ROOT / name).read_bytes())
         for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=bench", "-c", "user.email=b@b", "commit", "-qm", "bench"]):
             subprocess.run(cmd, cwd=repo, check=True)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false"}  # the stages run `python -m ...`
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, capture_output=True,
+                              text=True)
         repro = time.perf_counter() - start
+        if done.returncode:
+            raise SystemExit(f"dvc repro failed in {repo}:\n{done.stdout}\n{done.stderr}")
     return {"evaluation_seconds_with": round(with_seconds, 3), "evaluation_seconds_without": round(without_seconds, 3),
             "evaluations": evaluations, "added_seconds": round(added, 1), "repro_seconds": round(repro, 1),
             "fraction": round(added / repro, 4), "ok": added / repro <= TARGETS["overhead"]}
@@ -153,7 +166,10 @@ def markdown(table: dict[str, dict], n: int, overhead: dict | None) -> str:
     atc = table["estimated_target_accuracy"]
     lines += ["", f"{n} checkpoints. ATC's estimate of the target accuracy: mean absolute error "
               f"{atc['atc_mae']:.2f} points (target <= {TARGETS['atc_mae']:.0f}: "
-              f"{'met' if atc['atc_mae'] <= TARGETS['atc_mae'] else 'NOT met'})."]
+              f"{'met' if atc['atc_mae'] <= TARGETS['atc_mae'] else 'NOT met'}); estimate minus accuracy by method: "
+              + ", ".join(f"{m} {b:+.1f}" for m, b in atc["atc_bias_by_method"].items()) + " points; held-out "
+              "source accuracy by method: " + ", ".join(f"{m} {a:.1f} %" for m, a in
+                                                         atc["source_accuracy_by_method"].items()) + "."]
     good = [name for name, row in table.items() if name != "source_accuracy"
             and row["weighted_spearman"] >= TARGETS["weighted_spearman"]
             and row["top1_regret"] <= TARGETS["top1_regret"]
@@ -181,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = load_config(args.params, parse_overrides(args.set))
-    if args.source:
+    command = " ".join(["python", "benchmarks/validators.py", *(argv if argv is not None else sys.argv[1:])])
+    date = time.strftime("%Y-%m-%d")
+    if args.source:  # the stored sweep, re-scored; its own command and date are kept
         stored = json.loads(args.source.read_text())
         checkpoints, overhead = stored["checkpoints"], stored.get("overhead")
         command, date = stored["command"], stored["date"]
@@ -189,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         checkpoints = sweep(base.replace({"train.eval_interval": args.eval_interval}), args.seeds)
         print(f"sweep: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        overhead = measure_overhead(base) if args.overhead else None
-        command = " ".join(["python", "benchmarks/validators.py", *(argv if argv is not None else sys.argv[1:])])
-        date = time.strftime("%Y-%m-%d")
+        overhead = None
+    if args.overhead:
+        overhead = {**measure_overhead(base), "command": " ".join(["python", "benchmarks/validators.py",
+                                                                  *(argv if argv is not None else sys.argv[1:])])}
     table = score_validators(checkpoints)
     text = markdown(table, len(checkpoints), overhead)
     print(text)

@@ -270,7 +270,7 @@ class PromoteConfig:
     test images, else ``label_free_metric`` (a validator: no target label needed)."""
 
     metric: str = field(default="auto", metadata=rules(choices=("auto", "target_accuracy", *VALIDATORS)))
-    label_free_metric: str = field(default="estimated_target_accuracy", metadata=rules(choices=VALIDATORS))
+    label_free_metric: str = field(default="info_max", metadata=rules(choices=VALIDATORS))
     tolerance: float = field(default=0.005, metadata=rules(ge=0, le=1))  # in the metric's own units
     keep_releases: int = field(default=5, metadata=rules(ge=1))  # promoted releases kept under models/releases
 
