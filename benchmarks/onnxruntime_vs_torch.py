@@ -28,7 +28,7 @@ import onnxruntime as ort
 import torch
 
 from tada.config import load_config
-from tada.export import InferenceGraph, export_verified, metadata
+from tada.export import InferenceGraph, export_verified, model_info
 from tada.methods import build_model
 from tada.serving import Predictor
 from tada.serving.model_info import INPUT
@@ -64,7 +64,7 @@ def bench_model(name: str, params: Path, threads: int, batch_sizes: list[int], b
     images = torch.rand(max(batch_sizes + [32]), channels, size, size, generator=generator) * 2 - 1
     path = workdir / f"{name}.onnx"
     start = time.perf_counter()
-    export_verified(model, images, path, config.export.opset, metadata(config, tuple("0123456789"), channels),
+    export_verified(model, images, path, config.export.opset, model_info(config, tuple("0123456789"), channels),
                     (1,), 1e-3, fit_images=images, calibration_images=images)
     print(f"{name}: exported {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - start:.0f} s", flush=True)
 

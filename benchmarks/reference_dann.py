@@ -1,0 +1,340 @@
+"""Our DANN against the most direct plain-PyTorch DANN (the floor) and a peer library's DANN, on the same network
+(our LeNet, bottleneck and classifier), the same data and the same batches.
+
+- **speed**: each implementation's training step in its own worker process (same threads: 1 and 2), timed in
+  interleaved blocks (A, B, C, A, B, C, ...) so a busy moment hurts all alike; wall and CPU time, medians and ratios.
+  Our TADA step is timed beside them too. Targets: our DANN step <= 1.05 x the plain loop's CPU time, our TADA step
+  <= 1.10 x our DANN step.
+- **accuracy**: each trained to the end on the default task with the same budget (``train.iterations``, the batch
+  size, lr 0.01) and seeds; the target accuracy of the last iterate. Target: ours within 1 point of the peer or above.
+
+The peer is `dalib` (PyPI, the release of the Transfer-Learning-Library's predecessor): its DANN loss, gradient
+reversal with warm start and domain discriminator, trained with its examples' optimizer (SGD, momentum 0.9, Nesterov,
+weight decay 1e-3, lr 0.01 * (1 + 0.001 i)^-0.75). It needs an old stack (``np.float``, gone in NumPy 1.24), so it
+lives in its own virtual environment:
+
+    python3.11 -m venv .peer && .peer/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy==1.23.5 \\
+        scipy==1.10.1 qpsolvers==4.13.0 && .peer/bin/pip install --no-deps dalib==0.2
+    python benchmarks/reference_dann.py --peer-python .peer/bin/python              # speed, then accuracy
+    python benchmarks/reference_dann.py --peer-python .peer/bin/python --only speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_DANN_OVER_PLAIN, TARGET_TADA_OVER_DANN, TARGET_POINTS_BELOW_PEER = 1.05, 1.10, 1.0
+
+
+# --- the plain loop: DANN written out with torch alone ---------------------------------------------------------------
+
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, coeff):
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.coeff * grad, None
+
+
+def plain_dann(classes: int, dropout: float = 0.5) -> nn.ModuleDict:
+    """LeNet (conv20-conv50 with BatchNorm), a 256-wide bottleneck, the classifier and a 1024-wide discriminator:
+    the network of ``method.name: dann`` with the default params."""
+    return nn.ModuleDict({
+        "features": nn.Sequential(nn.Conv2d(1, 20, 5), nn.BatchNorm2d(20), nn.MaxPool2d(2), nn.ReLU(),
+                                  nn.Conv2d(20, 50, 5), nn.BatchNorm2d(50), nn.Dropout2d(dropout), nn.MaxPool2d(2),
+                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(50, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(dropout)),
+        "classifier": nn.Linear(256, classes),
+        "discriminator": nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Dropout(dropout), nn.Linear(1024, 1024),
+                                       nn.ReLU(), nn.Dropout(dropout), nn.Linear(1024, 1)),
+    })
+
+
+def plain_step(net: nn.ModuleDict, opt: torch.optim.SGD, x: torch.Tensor, y: torch.Tensor, step: int,
+               iterations: int) -> None:
+    p = (step - 1) / iterations
+    for group in opt.param_groups:
+        group["lr"] = 0.01 * (1 + 10 * p) ** -0.75
+    f = net["features"](x)
+    d = net["discriminator"](_Reverse.apply(f, 2 / (1 + math.exp(-10 * p)) - 1)).squeeze(1)
+    domain = torch.cat([torch.ones(len(y)), torch.zeros(len(x) - len(y))])
+    loss = nn.functional.cross_entropy(net["classifier"](f[: len(y)]), y) + \
+        nn.functional.binary_cross_entropy_with_logits(d, domain)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+# --- the peer: dalib's DANN on our network -------------------------------------------------------------------------
+
+def peer_dann(classes: int):
+    """Our LeNet + bottleneck + classifier (``tada.models``), dalib's DomainAdversarialLoss around its
+    DomainDiscriminator (BatchNorm, 1024 wide) with its warm-start gradient reversal."""
+    from dalib.adaptation.dann import DomainAdversarialLoss
+    from dalib.modules.domain_discriminator import DomainDiscriminator
+
+    from tada.models.backbones import build_backbone
+
+    backbone = build_backbone("lenet", in_channels=1)
+    bottleneck = nn.Sequential(nn.Linear(50, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.5))
+    net = nn.ModuleDict({"backbone": backbone, "bottleneck": bottleneck, "classifier": nn.Linear(256, classes)})
+    adversary = DomainAdversarialLoss(DomainDiscriminator(256, 1024))
+    params = [*net.parameters(), *adversary.parameters()]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, nesterov=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (1 + 0.001 * i) ** -0.75)
+    return net, adversary, opt, schedule
+
+
+def peer_step(net, adversary, opt, schedule, x: torch.Tensor, y: torch.Tensor) -> None:
+    f = net["bottleneck"](net["backbone"](x).mean(dim=(2, 3)))
+    f_s, f_t = f.chunk(2)
+    loss = nn.functional.cross_entropy(net["classifier"](f_s), y) + adversary(f_s, f_t)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    schedule.step()
+
+
+# --- workers -------------------------------------------------------------------------------------------------------
+
+def batches(data: dict, batch: int, seed: int):
+    """Index batches of both domains from the same seeded streams our training loop draws from."""
+    from tada.data.loaders import BatchStream
+
+    generator = torch.Generator().manual_seed(seed)
+    source = BatchStream(len(data["source_x"]), batch, generator)
+    target = BatchStream(len(data["target_x"]), batch, generator)
+    def to_input(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(images).float().div_(127.5).sub_(1.0).unsqueeze(1)
+
+    while True:
+        si, ti = source.next(), target.next()
+        yield torch.cat([to_input(data["source_x"][si.numpy()]), to_input(data["target_x"][ti.numpy()])]), \
+            torch.from_numpy(data["source_y"][si.numpy()])
+
+
+def make_stepper(impl: str, data: dict, iterations: int, seed: int, deterministic: bool):
+    """A function running one training step of ``impl`` on the given batch (step numbers counted inside)."""
+    torch.manual_seed(seed)
+    counter = iter(range(1, 10**9))
+    if impl in ("ours_dann", "ours_tada"):
+        from tada.checkpoint import seed_everything
+        from tada.config import Config
+        from tada.methods import build_model, get_method
+        from tada.optim import build_optimizer
+        from tada.train import train_step
+
+        config = Config().replace({"method.name": impl.removeprefix("ours_"), "train.iterations": iterations,
+                                   "train.seed": seed, "train.deterministic": deterministic, "train.num_threads": 0})
+        seed_everything(seed, deterministic, 0)
+        model = build_model(config, 10, 1).train()
+        opt, method = build_optimizer(model, config.optim), get_method(config.method.name)
+        return model, lambda x, y: train_step(model, opt, config, method, x, y, next(counter))
+    if impl == "plain":
+        net = plain_dann(10).train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        return net, lambda x, y: plain_step(net, opt, x, y, next(counter), iterations)
+    net, adversary, opt, schedule = peer_dann(10)
+    net.train(), adversary.train()
+    return net, lambda x, y: peer_step(net, adversary, opt, schedule, x, y)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Serve ``block N`` requests (time N steps, answer wall and CPU seconds as JSON) until stdin closes."""
+    torch.set_num_threads(args.threads)
+    data = dict(np.load(args.data))
+    _, step = make_stepper(args.impl, data, args.iterations, 0, deterministic=args.impl.startswith("ours"))
+    fixed = [b for b, _ in zip(batches(data, args.batch, 0), range(16), strict=False)]
+    for line in sys.stdin:
+        n = int(line.split()[1])
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(n):
+            step(*fixed[i % len(fixed)])
+        print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}), flush=True)
+    return 0
+
+
+@torch.no_grad()
+def target_accuracy(impl: str, net, data: dict) -> float:
+    x = torch.from_numpy(data["test_x"]).float().div_(127.5).sub_(1.0).unsqueeze(1)
+    net.eval()
+    if impl == "plain":
+        logits = net["classifier"](net["features"](x))
+    elif impl == "peer":
+        logits = net["classifier"](net["bottleneck"](net["backbone"](x).mean(dim=(2, 3))))
+    else:
+        logits = net(x).logits
+    return float((logits.argmax(1) == torch.from_numpy(data["test_y"])).float().mean())
+
+
+def train_to_end(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    data = dict(np.load(args.data))
+    deterministic = True
+    torch.use_deterministic_algorithms(deterministic)
+    net, step = make_stepper(args.impl, data, args.iterations, args.seed, deterministic)
+    started = time.perf_counter()
+    for (x, y), _ in zip(batches(data, args.batch, args.seed), range(args.iterations), strict=False):
+        step(x, y)
+    print(json.dumps({"target_accuracy": target_accuracy(args.impl, net, data),
+                      "seconds": time.perf_counter() - started}), flush=True)
+    return 0
+
+
+# --- the benchmark -------------------------------------------------------------------------------------------------
+
+def write_data(directory: Path) -> Path:
+    """The default task's arrays (uint8 images, labels) in one file the workers of both environments read."""
+    from tada.config import Config
+    from tada.data.default_task import build_default_task
+
+    task = build_default_task(Config().data)
+    path = directory / "task.npz"
+    np.savez(path, source_x=task.source_train.images, source_y=task.source_train.labels,
+             target_x=task.target_train.images, test_x=task.target_test.images, test_y=task.target_test.labels)
+    return path
+
+
+def command(python: str, *args: str) -> list[str]:
+    return [python, str(Path(__file__).resolve()), *args]
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+
+
+def speed(data: Path, peer_python: str | None, threads: int, rounds: int, steps: int, batch: int) -> dict:
+    impls = {"plain": sys.executable, "ours_dann": sys.executable, "ours_tada": sys.executable}
+    if peer_python:
+        impls["peer"] = peer_python
+    workers = {name: subprocess.Popen(command(python, "worker", name, "--data", str(data), "--threads", str(threads),
+                                              "--batch", str(batch)),
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment())
+               for name, python in impls.items()}
+    times: dict[str, list[dict]] = {name: [] for name in workers}
+
+    def block(name: str, n: int) -> dict:
+        workers[name].stdin.write(f"block {n}\n")
+        workers[name].stdin.flush()
+        return json.loads(workers[name].stdout.readline())
+
+    for name in workers:
+        block(name, steps)  # warm-up
+    names = list(workers)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # a rotating order
+            times[name].append(block(name, steps))
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+    medians = {name: {kind: 1000 * statistics.median(t[kind] for t in ts) / steps for kind in ("wall", "cpu")}
+               for name, ts in times.items()}
+    return {"threads": threads, "steps_per_block": steps, "rounds": rounds, "ms_per_step": medians}
+
+
+def accuracy(data: Path, peer_python: str | None, seeds: list[int], iterations: int, batch: int) -> dict:
+    impls = {"ours_dann": sys.executable, "plain": sys.executable, "ours_tada": sys.executable}
+    if peer_python:
+        impls["peer"] = peer_python
+    runs = {}
+    for name, python in impls.items():
+        runs[name] = []
+        for seed in seeds:
+            out = subprocess.run(command(python, "train", name, "--data", str(data), "--seed", str(seed),
+                                         "--iterations", str(iterations), "--batch", str(batch), "--threads", "2"),
+                                 capture_output=True, text=True, env=environment(), check=True)
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"{name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
+    return {name: {"target_mean": 100 * statistics.fmean(r["target_accuracy"] for r in rs),
+                   "target_std": 100 * statistics.stdev(r["target_accuracy"] for r in rs) if len(rs) > 1 else 0.0,
+                   "runs": rs} for name, rs in runs.items()}
+
+
+def report(results: dict) -> str:
+    lines = ["| threads | implementation | wall ms / step | CPU ms / step | CPU vs plain |", "|---|---|---|---|---|"]
+    checks = []
+    for run in results.get("speed", []):
+        ms = run["ms_per_step"]
+        for name, m in ms.items():
+            lines.append(f"| {run['threads']} | {name} | {m['wall']:.2f} | {m['cpu']:.2f} | "
+                         f"{m['cpu'] / ms['plain']['cpu']:.2f} |")
+        dann, tada = ms["ours_dann"]["cpu"] / ms["plain"]["cpu"], ms["ours_tada"]["cpu"] / ms["ours_dann"]["cpu"]
+        checks.append(f"{run['threads']} thread(s): our DANN step = {dann:.3f} x the plain loop's CPU time (target "
+                      f"<= {TARGET_DANN_OVER_PLAIN}: {'met' if dann <= TARGET_DANN_OVER_PLAIN else 'NOT met'}); "
+                      f"TADA = {tada:.3f} x our DANN (target <= {TARGET_TADA_OVER_DANN}: "
+                      f"{'met' if tada <= TARGET_TADA_OVER_DANN else 'NOT met'})")
+    text = "\n".join(lines) + "\n\n" + "\n".join(checks)
+    if "accuracy" in results:
+        acc = results["accuracy"]
+        text += "\n\n| implementation | target accuracy (%) |\n|---|---|\n" + "\n".join(
+            f"| {name} | {a['target_mean']:.2f} ± {a['target_std']:.2f} |" for name, a in acc.items())
+        if "peer" in acc:
+            gap = acc["ours_dann"]["target_mean"] - acc["peer"]["target_mean"]
+            lead = acc["ours_tada"]["target_mean"] - max(acc["ours_dann"]["target_mean"], acc["peer"]["target_mean"])
+            text += (f"\n\nOur DANN {gap:+.2f} points against the peer's (target >= -{TARGET_POINTS_BELOW_PEER}: "
+                     f"{'met' if gap >= -TARGET_POINTS_BELOW_PEER else 'NOT met'}); TADA {lead:+.2f} points against "
+                     "the stronger DANN.")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", nargs="?", choices=("worker", "train"), help=argparse.SUPPRESS)
+    parser.add_argument("impl", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--peer-python", help="the Python of the virtual environment with dalib")
+    parser.add_argument("--only", choices=("speed", "accuracy"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
+    parser.add_argument("--batch", type=int, default=32, help="images per domain per step when training to the end "
+                        "(the default task's train.batch_size)")
+    parser.add_argument("--speed-batch", type=int, default=128, help="images per domain per timed step")
+    parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "reference_dann.json")
+    args = parser.parse_args(argv)
+    if args.mode == "worker":
+        return worker(args)
+    if args.mode == "train":
+        return train_to_end(args)
+    results: dict = {"command": " ".join(["python", "benchmarks/reference_dann.py", *(argv or sys.argv[1:])]),
+                     "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                     "torch": torch.__version__, "speed_batch": args.speed_batch, "batch": args.batch,
+                     "iterations": args.iterations}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_data(Path(tmp))
+        if args.only in (None, "speed"):
+            results["speed"] = [speed(data, args.peer_python, t, args.rounds, args.steps, args.speed_batch)
+                                for t in (1, 2)]
+        if args.only in (None, "accuracy"):
+            results["accuracy"] = accuracy(data, args.peer_python, args.seeds, args.iterations, args.batch)
+    results["markdown"] = report(results)
+    print(results["markdown"])
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    sys.exit(main())
