@@ -22,7 +22,7 @@ from tada.data.default_task import build_default_task
 TINY = {
     "data": {"name": "folder", "folder": {"source": "user_data/source", "target": "user_data/target"}},
     "model": {"bottleneck_dim": 32, "discriminator_hidden": 32, "region_discriminator_hidden": 8},
-    "train": {"iterations": 150, "eval_interval": 75, "log_interval": 25, "batch_size": 32},
+    "train": {"iterations": 400, "eval_interval": 200, "log_interval": 50, "batch_size": 32},
     "validate": {"min_per_class": 10, "min_rows": 100},
     "evaluate": {"tsne_points": 40, "attention_images": 8},
     "flow": {"retry_delay": 0.0},
@@ -85,7 +85,7 @@ def test_a_trained_model_replaces_a_broken_production_one(runs):
     first, good = runs.broken_first.result()["decision"], runs.good.result()["decision"]
     assert first["promoted"] and first["reason"] == "no production model yet"
     assert good["promoted"] and good["production"] == first["candidate"]
-    assert good["candidate"] > first["candidate"] + 0.1  # clearly better, without a label to say so
+    assert good["candidate"] > first["candidate"] + 0.1  # clearly better (nats), without a label to say so
     assert good["estimates"] == {"candidate": runs.good_metrics["estimated_target_accuracy"],
                                  "production": first["estimates"]["candidate"]}
 
