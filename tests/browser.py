@@ -94,3 +94,11 @@ def assert_offline(page: Page) -> None:
     broken = page.driver.execute_script(
         "return [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt)")
     assert broken == [], f"images that did not decode: {broken}"
+
+
+def screenshot(page: Page, path: Path, width: int, height: int) -> None:
+    """The page's top ``width`` x ``height`` CSS pixels (the viewport set exactly, whatever the window's frame) as
+    PNG."""
+    page.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    page.driver.save_screenshot(str(path))
