@@ -1,9 +1,10 @@
 """Training progress for people and for machines, from the training loop's `LogRow`s.
 
 On a terminal, a progress bar (tqdm, on stderr): the step out of ``train.iterations``, the rate, the time left and
-the latest losses, with one line above it per evaluation. Where the output is not a terminal (a log file, DVC's or
-Prefect's captured output), one JSON object per row on stdout, as before. Each stream decides for itself, so
-``tada train > rows.jsonl`` in a terminal gets both: the rows in the file, the bar on the screen.
+the latest loss terms (the total and ``L_y``, ``L_l``, ``L_g``, ``L_h``), with one line above it per evaluation.
+Where the output is not a terminal (a log file, DVC's or Prefect's captured output), one JSON object per row on
+stdout, as before. Each stream decides for itself, so ``tada train > rows.jsonl`` in a terminal gets both: the rows
+in the file, the bar on the screen.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
     from tada.train import LogRow
 
 SCHEDULE = ("lr", "grl_coeff")  # logged with the losses, yet not losses: left out of the bar
+# The paper's symbols for the loss terms (tada/losses.py), so that the bar's numbers fit beside it on a 120-column
+# terminal; the JSON lines and the curves keep the full names.
+SYMBOLS = {"source_ce": "L_y", "local_adv": "L_l", "global_adv": "L_g", "entropy": "L_h"}
 SCORES = ("target_accuracy", "estimated_target_accuracy", "source_accuracy")  # an evaluation's line, in this order
 
 
@@ -61,7 +65,8 @@ class TrainingProgress:
         if self.bar is None:
             return
         if row.kind == "train":
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in row.values.items() if k not in SCHEDULE}, refresh=False)
+            self.bar.set_postfix({SYMBOLS.get(k, k): f"{v:.3g}" for k, v in row.values.items() if k not in SCHEDULE},
+                                 refresh=False)
             self.bar.update(row.step - self.bar.n)
         else:
             self.bar.write(evaluation_line(row), file=self.bar_stream)

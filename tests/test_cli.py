@@ -126,7 +126,7 @@ def test_tada_train_shows_a_progress_bar_on_a_terminal_and_json_lines_in_a_pipe(
     screen = in_terminal(command)
     assert "train: 100%|" in screen and "6/6 [" in screen, screen
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step)", screen), screen  # elapsed<left, rate
-    assert "loss=" in screen and "source_ce=" in screen, screen  # the latest losses beside the bar
+    assert all(f"{term}=" in screen for term in ("loss", "L_y", "L_l", "L_g", "L_h")), screen  # the latest losses
     assert "step 6: target accuracy" in screen, screen  # each evaluation, above the bar
     assert '{"kind"' not in screen, screen
     piped = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

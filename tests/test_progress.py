@@ -34,7 +34,7 @@ def test_on_a_terminal_a_bar_with_the_step_the_losses_and_each_evaluation():
     bar = err.getvalue()
     assert " 50%|" in bar and "10/20" in bar
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, [\d.]+step/s", bar)  # elapsed<left, rate
-    assert "loss=1.75, source_ce=1.5]" in bar and "lr=" not in bar
+    assert "loss=1.75, L_y=1.5]" in bar and "lr=" not in bar  # source_ce as the paper writes it
     assert "step 10: target accuracy 0.6250, estimated target accuracy 0.7500, source accuracy 0.9000" in bar
 
 
