@@ -19,3 +19,8 @@ MANIFEST = "data/manifest.csv"
 MODELS = "models"  # production -> releases/<id>, releases/, gate_history.jsonl (tada.promote.ModelStore)
 GATE_REPORT = "reports/gate.json"
 DATA_DOCS_INDEX = "reports/data_docs/index.html"
+TRAIN_CURVES = "reports/train/plots/metrics"  # dvclive's TSVs: train/<term>.tsv, eval/<metric>.tsv
+REPORT = "reports/index.html"  # the run report (tada.report): every output above in one offline page
+REPORT_INPUTS = {"metrics": METRICS, "evaluation": EVALUATION, "validation": VALIDATION_REPORT,
+                 "export": EXPORT_REPORT, "train_summary": TRAIN_SUMMARY, "curves": TRAIN_CURVES, "figures": FIGURES,
+                 "data_docs": DATA_DOCS_INDEX}  # tada.report.run.RunPaths' fields

@@ -7,8 +7,9 @@ DVC experiment; ``params.yaml`` is restored afterwards. `fetch` (the stage that 
 with exponential backoff; the deterministic stages are not. Each stage has a timeout from ``flow.timeouts``.
 
 At the end the gate compares the new model with ``models/production`` on held-out target data and promotes it
-only if it is not worse by more than ``promote.tolerance`` (`tada.promote`). The run publishes a markdown artifact
-(metrics, per-stage timings, the decision) and links to the reports.
+only if it is not worse by more than ``promote.tolerance`` (`tada.promote`). The run report (``reports/index.html``,
+written by the ``report`` stage) is rendered again with the gate's decision. The run publishes a markdown artifact
+(metrics, per-stage timings, the decision) and links to the run report and the other reports.
 
     python -m pipelines.flow                                # one run, here, without a Prefect server
     python -m pipelines.flow --set train.iterations=2000    # with overrides (saved as a DVC experiment)
@@ -40,13 +41,24 @@ from pipelines._paths import (
     MODEL,
     MODELS,
     ONNX_MODEL,
+    REPORT,
+    REPORT_INPUTS,
     VALIDATION_REPORT,
 )
 from tada.config import Config, ConfigError, PromoteConfig, parse_overrides
 from tada.io import write_json_atomic
-from tada.orchestrate import STAGES, StageFailed, overridden_params, repro_stage, save_experiment, sync_remote
+from tada.orchestrate import (
+    STAGES,
+    StageFailed,
+    commit_stage,
+    overridden_params,
+    repro_stage,
+    save_experiment,
+    sync_remote,
+)
 from tada.promote import Candidate, ModelStore, quality_gate
-from tada.report import run_markdown
+from tada.report.markdown import run_markdown
+from tada.report.run import RunPaths, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,6 +120,17 @@ def gate(repo: str, promote: PromoteConfig, context: dict[str, Any]) -> dict[str
     return decision.to_dict()
 
 
+@task(name="run-report", cache_policy=NO_CACHE)
+def run_report(repo: str) -> None:
+    """``reports/index.html`` rendered again, now with the gate's decision (`tada.report.run`, as the ``report``
+    stage renders it), and recorded in ``dvc.lock`` so that the next run finds the stage up to date."""
+    root = Path(repo)
+    logger = get_run_logger()
+    size = write_report(RunPaths.under(root, REPORT_INPUTS, gate=GATE_REPORT), root / REPORT)
+    commit_stage(root, "report", on_line=lambda line: logger.info("%s", line))
+    logger.info("run report with the gate's decision: %s (%.0f KiB)", root / REPORT, size / 1024)
+
+
 def _git_commit(root: Path) -> str | None:
     result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else None
@@ -118,9 +141,11 @@ def publish(root: Path, stages: list[dict[str, Any]], decision: dict[str, Any], 
     train_summary = root / "reports/train/summary.json"
     if train_summary.is_file():
         metrics = {"method": json.loads(train_summary.read_text()).get("method"), **metrics}
-    create_markdown_artifact(run_markdown(stages, metrics, decision, experiment), key="tada-retrain-report",
+    report = (root / REPORT).resolve().as_uri() if (root / REPORT).is_file() else None
+    create_markdown_artifact(run_markdown(stages, metrics, decision, experiment, report), key="tada-retrain-report",
                              description="Metrics, stage timings and the quality gate's decision")
-    for key, path, text in (("tada-metrics", METRICS, "metrics.json"),
+    for key, path, text in (("tada-run-report", REPORT, "run report (one offline HTML page)"),
+                            ("tada-metrics", METRICS, "metrics.json"),
                             ("tada-gate-decision", GATE_REPORT, "gate decision"),
                             ("tada-data-docs", DATA_DOCS_INDEX, "Great Expectations Data Docs"),
                             ("tada-validation", VALIDATION_REPORT, "validation report"),
@@ -132,8 +157,8 @@ def publish(root: Path, stages: list[dict[str, Any]], decision: dict[str, Any], 
             create_link_artifact((root / path).resolve().as_uri(), link_text=text, key=key)
 
 
-@flow(name="tada-retrain", description="DVC pipeline fetch -> validate -> train -> evaluate -> export, then the "
-      "quality gate that promotes the model to models/production only if it is not worse.")
+@flow(name="tada-retrain", description="DVC pipeline fetch -> validate -> train -> evaluate -> export -> report, then "
+      "the quality gate that promotes the model to models/production only if it is not worse.")
 def retrain(overrides: dict[str, Any] | None = None, experiment_name: str | None = None,
             repo: str | None = None, sync_remote: bool = False) -> dict[str, Any]:
     """Run the pipeline through DVC, then the quality gate.
@@ -162,6 +187,7 @@ def retrain(overrides: dict[str, Any] | None = None, experiment_name: str | None
     context = {"flow_run": flow_run.get_name(), "flow_run_id": flow_run.get_id(), "git_commit": _git_commit(root),
                "params_digest": config.digest(), "overrides": dict(overrides or {}), "experiment": experiment}
     decision = gate(str(root), config.promote, context)
+    run_report(str(root))
     publish(root, stages, decision, experiment)
     return {"stages": stages, "decision": decision, "experiment": experiment,
             "metrics": json.loads((root / METRICS).read_text())}

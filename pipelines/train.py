@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from tada.config import load_config
 from tada.data.decoded import load_task
 from tada.distributed import is_main_process, resolve_device
 from tada.io import replace_dir, staging_dir
+from tada.progress import TrainingProgress
 from tada.tracking import LiveLogger
 from tada.train import LogRow, train
 
@@ -38,14 +38,12 @@ def main() -> int:
     if not is_main_process():  # the other ranks train alongside and write nothing
         train(config, task)
         return 0
-    with staging_dir(TRAIN_DIR) as staging:  # the curves appear only with a finished model
-        live = LiveLogger(staging)
+    with staging_dir(TRAIN_DIR) as staging, TrainingProgress(config.train.iterations) as progress:
+        live = LiveLogger(staging)  # the curves appear only with a finished model
 
         def log(row: LogRow) -> None:
             live(row)
-            print(json.dumps({"kind": row.kind, "step": row.step,
-                              **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.values.items()}}),
-                  flush=True)
+            progress(row)  # a bar on a terminal, JSON lines in DVC's and Prefect's logs
 
         result = train(config, task, log=log)
         result.save(config, task, MODEL, staging / "summary.json")

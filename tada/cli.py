@@ -46,17 +46,16 @@ def _prepared_task(cfg: DataConfig, log: Callable[[str], None]) -> DomainTask:
 def _train(args: argparse.Namespace) -> int:
     from tada.config import load_config, parse_overrides
     from tada.distributed import is_main_process
-    from tada.train import LogRow, train
+    from tada.progress import TrainingProgress
+    from tada.train import train
 
     config = load_config(args.params, parse_overrides(args.set))
     task = _prepared_task(config.data, log=lambda line: print(line, file=sys.stderr, flush=True))
-
-    def log(row: LogRow) -> None:
-        if not args.quiet:
-            print(json.dumps({"kind": row.kind, "step": row.step, **{k: round(v, 5) if isinstance(v, float) else v
-                                                                     for k, v in row.values.items()}}), flush=True)
-
-    result = train(config, task, log=log)
+    if args.quiet or not is_main_process():  # under torchrun, rank 0 speaks for all
+        result = train(config, task)
+    else:
+        with TrainingProgress(config.train.iterations) as progress:  # a bar on a terminal, else JSON lines
+            result = train(config, task, log=progress)
     result.save(config, task, args.model, args.metrics)
     if is_main_process():  # under torchrun, rank 0 speaks for all
         scores = ", ".join(f"{k.replace('_', ' ')} {result.final[k]:.4f}" for k in
@@ -99,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     p.add_argument("--model", type=Path, default=Path("models/model.pt"))
     p.add_argument("--metrics", type=Path, default=Path("reports/train_metrics.json"))
-    p.add_argument("--quiet", action="store_true", help="do not print the log rows")
+    p.add_argument("--quiet", action="store_true", help="neither the progress bar nor the log rows")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("methods", help="list the methods and the parts of TADA each one uses")

@@ -252,6 +252,7 @@ class StageTimeouts:
     train: int = field(default=86400, metadata=rules(gt=0))
     evaluate: int = field(default=3600, metadata=rules(gt=0))
     export: int = field(default=1800, metadata=rules(gt=0))
+    report: int = field(default=600, metadata=rules(gt=0))
 
 
 @dataclass(frozen=True)

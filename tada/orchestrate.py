@@ -28,7 +28,7 @@ from tada.config import Config, ConfigError, load_config
 from tada.io import atomic_path
 
 _STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)$")
-STAGES = ("fetch", "validate", "train", "evaluate", "export")
+STAGES = ("fetch", "validate", "train", "evaluate", "export", "report")
 TAIL_LINES = 40
 
 
@@ -113,6 +113,14 @@ def repro_stage(repo: Path, stage: str, timeout: float, on_line: Callable[[str],
         raise StageFailed(stage, int(codes[-1]) if codes else returncode, tail, timed_out=returncode is None)
     ran = not any(f"Stage '{stage}' didn't change" in line for line in tail)
     return StageRun(stage, ran, time.perf_counter() - start, "\n".join(tail))
+
+
+def commit_stage(repo: Path, stage: str, on_line: Callable[[str], None] = print, timeout: float = 600) -> None:
+    """``dvc commit --force <stage>``: record the stage's outputs as they are now in ``dvc.lock``, e.g. the run report
+    the flow rendered again after its gate, so that the next ``dvc repro`` finds the stage up to date."""
+    returncode, tail = run_command([sys.executable, "-m", "dvc", "commit", "--force", stage], repo, timeout, on_line)
+    if returncode != 0:
+        raise StageFailed(f"commit {stage}", returncode, tail, timed_out=returncode is None)
 
 
 def hydra_value(key: str, value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Experiment tracking with dvclive: per-iteration metrics that `dvc plots show` draws and `dvc metrics show` lists."""
+"""Experiment tracking with dvclive: per-iteration curves that `dvc plots show` and the run report draw."""
 
 from __future__ import annotations
 

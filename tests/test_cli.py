@@ -1,6 +1,14 @@
+import fcntl
 import json
+import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +91,47 @@ def test_console_script_lists_methods():
     out = subprocess.run([sys.executable, "-m", "tada.cli", "methods"], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[0].startswith("source_only")
     assert "local_attention, global_adversarial, entropy, entropy_attention" in out.stdout
+
+
+def in_terminal(args: list[str], timeout: float = 300) -> str:
+    """``args`` run with a pseudo-terminal (120 columns) as stdin, stdout and stderr; everything it wrote."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(slave)
+    output, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif process.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    assert process.wait(timeout=30) == 0, output.decode(errors="replace")
+    return output.decode(errors="replace")
+
+
+def test_tada_train_shows_a_progress_bar_on_a_terminal_and_json_lines_in_a_pipe(tmp_path):
+    command = [sys.executable, "-m", "tada.cli", *train_args(tmp_path, "train.iterations=6")]
+    screen = in_terminal(command)
+    assert "train: 100%|" in screen and "6/6 [" in screen, screen
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step)", screen), screen  # elapsed<left, rate
+    assert all(f"{term}=" in screen for term in ("loss", "L_y", "L_l", "L_g", "L_h")), screen  # the latest losses
+    assert "step 6: target accuracy" in screen, screen  # each evaluation, above the bar
+    assert '{"kind"' not in screen, screen
+    piped = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert piped.returncode == 0, piped.stderr
+    rows = [json.loads(line) for line in piped.stdout.splitlines()]  # every line is a JSON row
+    assert [(r["kind"], r["step"]) for r in rows] == [("train", 2), ("eval", 2), ("train", 4), ("eval", 4),
+                                                      ("train", 6), ("eval", 6)]
+    assert "%|" not in piped.stderr and "step/s" not in piped.stderr, piped.stderr

@@ -139,7 +139,7 @@ def write_office31_archive(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reads(tmp_path_factory) -> dict[str, set[str]]:
-    """The keys each stage read: all five on a tiny default pipeline, then fetch on a folder and on Office-31."""
+    """The keys each stage read: all six on a tiny default pipeline, then fetch on a folder and on Office-31."""
     tiny = {"data": {"source_train_per_class": 20, "source_test_per_class": 5},
             "model": {"bottleneck_dim": 16, "discriminator_hidden": 16, "region_discriminator_hidden": 8},
             "train": {"iterations": 6, "eval_interval": 3, "log_interval": 3, "batch_size": 8},
@@ -156,7 +156,7 @@ def reads(tmp_path_factory) -> dict[str, set[str]]:
         assert result["exit"] in (0, None), f"{stage} exited {result['exit']}"
         found[stage] = found.get(stage, set()) | set(result["reads"])
 
-    for stage in ("validate", "train", "evaluate", "export", "fetch"):
+    for stage in ("validate", "train", "evaluate", "export", "report", "fetch"):
         run(stage)
     write_user_data(repo / "user_data")
     set_params(repo, {"data": {"name": "folder", "folder": {"source": "user_data/source",

@@ -29,8 +29,9 @@ TINY = {
     "train": {"iterations": 60, "eval_interval": 30, "log_interval": 10, "batch_size": 16, "checkpoint_interval": 20},
     "evaluate": {"tsne_points": 30, "attention_images": 4},
 }
-STAGES = ("fetch", "validate", "train", "evaluate", "export")
-FIRST = {"fetch": "data", "validate": "data_docs", "train": "model.pt", "evaluate": "figures", "export": "model.onnx"}
+STAGES = ("fetch", "validate", "train", "evaluate", "export", "report")
+FIRST = {"fetch": "data", "validate": "data_docs", "train": "model.pt", "evaluate": "figures", "export": "model.onnx",
+         "report": "index.html"}
 SECOND = {"validate": "validation.json", "train": "reports/train", "evaluate": "evaluation.json",
           "export": "export.json"}  # the outputs each stage moves into place first and second
 TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]+\.tmp$|^\..+\.old-\d+$")
@@ -134,22 +135,29 @@ def break_export(repo: Path) -> None:
     set_params(repo, {"export": {"parity_tolerance": 1e-30}})  # no export passes this parity check
 
 
+def break_report(repo: Path) -> None:
+    (repo / "reports/metrics.json").write_text('{"target_accuracy": ')  # evaluate's output, cut short
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_failing_stage_leaves_every_previous_output_intact(repo, stage):
     params, model = (repo / "params.yaml").read_bytes(), (repo / "models/model.pt").read_bytes()
+    metrics = (repo / "reports/metrics.json").read_bytes()
     before = snapshot(repo)
     globals()[f"break_{stage}"](repo)
     try:
         failed = sh(repo, "dvc", "repro", "--single-item", stage, check=False)
         assert failed.returncode != 0, failed.stdout
         after = snapshot(repo)
-        if stage == "evaluate":  # the input broken on purpose is train's output; evaluate's own stay whole
-            after.pop("models/model.pt"), before.pop("models/model.pt")
+        broken = {"evaluate": "models/model.pt", "report": "reports/metrics.json"}.get(stage)
+        if broken:  # the input broken on purpose is another stage's output; the stage's own stay whole
+            after.pop(broken), before.pop(broken)
         assert after == before, f"a failing {stage} changed an output"
     finally:
         (repo / "params.yaml").write_bytes(params)
         (repo / "models/model.pt").write_bytes(model)
+        (repo / "reports/metrics.json").write_bytes(metrics)
     assert_readable(repo)
 
 

@@ -3,8 +3,10 @@
 One module-scoped sequence of real flow runs (each stage through DVC), then one test per claim about it.
 """
 
+import html
 import json
 import os
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,9 +79,9 @@ def test_first_run_executes_every_stage_through_dvc_and_promotes(runs):
     assert runs.first.is_completed(), runs.first.message
     result = runs.first.result()
     assert [(s["stage"], s["ran"]) for s in result["stages"]] == [
-        ("fetch", True), ("validate", True), ("train", True), ("evaluate", True), ("export", True)]
+        ("fetch", True), ("validate", True), ("train", True), ("evaluate", True), ("export", True), ("report", True)]
     lock = yaml.safe_load((runs.repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"fetch", "validate", "train", "evaluate", "export"}  # DVC ran them and locked them
+    assert set(lock) == {"fetch", "validate", "train", "evaluate", "export", "report"}  # DVC ran and locked them
     decision = result["decision"]
     assert decision["promoted"] and decision["reason"] == "no production model yet"
     release = runs.repo / "models" / runs.first_release
@@ -91,7 +93,8 @@ def test_first_run_executes_every_stage_through_dvc_and_promotes(runs):
 def test_second_run_is_all_no_ops(runs):
     assert runs.second.is_completed(), runs.second.message
     result = runs.second.result()
-    assert [s["ran"] for s in result["stages"]] == [False] * 5
+    # the run report the first run rendered again with its gate's decision was recorded in dvc.lock: up to date
+    assert [s["ran"] for s in result["stages"]] == [False] * 6
     # sync_remote pushed the outputs to the DVC remote, for workers on other machines
     assert any((runs.repo.parent / "remote").rglob("*")) and "dvc-push" in runs.second_task_runs
     assert not result["decision"]["promoted"] and "is the production model" in result["decision"]["reason"]
@@ -102,7 +105,7 @@ def test_gate_rejects_a_deliberately_worse_model_with_the_reason(runs):
     assert runs.worse.is_completed(), runs.worse.message
     result = runs.worse.result()
     assert [(s["stage"], s["ran"]) for s in result["stages"]] == [
-        ("fetch", False), ("validate", False), ("train", True), ("evaluate", True), ("export", True)]
+        ("fetch", False), ("validate", False), ("train", True), ("evaluate", True), ("export", True), ("report", True)]
     decision = result["decision"]
     first = runs.first.result()["decision"]
     assert decision["candidate"] < first["candidate"] - decision["tolerance"]
@@ -113,6 +116,18 @@ def test_gate_rejects_a_deliberately_worse_model_with_the_reason(runs):
     assert recorded["reason"] == decision["reason"] and recorded["context"]["overrides"] == WORSE
     history = [json.loads(line) for line in (runs.repo / "models/gate_history.jsonl").read_text().splitlines()]
     assert [h["promoted"] for h in history] == [True, False, False]
+
+
+@pytest.mark.slow
+def test_the_run_report_shows_the_gate_decision_of_the_last_run(runs):
+    decision = runs.worse.result()["decision"]  # the last run that reached the gate
+    page = (runs.repo / "reports/index.html").read_text()
+    gate = dict(re.findall(r'data-gate="([^"]+)" data-value="([^"]+)"', page))
+    assert json.loads(gate["candidate"]) == decision["candidate"]
+    assert json.loads(gate["production"]) == decision["production"]
+    assert "not promoted" in page and html.escape(decision["reason"]) in page
+    metrics = json.loads((runs.repo / "reports/metrics.json").read_text())
+    assert f'data-metric="target_accuracy" data-value="{json.dumps(metrics["target_accuracy"])}"' in page
 
 
 @pytest.mark.slow
@@ -153,7 +168,10 @@ def test_run_publishes_a_report_and_links(runs):
     report = artifacts["tada-retrain-report"]
     assert report.type == "markdown"
     assert "## Quality gate" in report.data and "**promoted**" in report.data and "| train | ran |" in report.data
-    for key, path in (("tada-metrics", "reports/metrics.json"), ("tada-gate-decision", "reports/gate.json"),
+    page = (runs.repo / "reports/index.html").resolve().as_uri()
+    assert f"[run report]({page})" in report.data and "| report | ran |" in report.data
+    for key, path in (("tada-run-report", "reports/index.html"), ("tada-metrics", "reports/metrics.json"),
+                      ("tada-gate-decision", "reports/gate.json"),
                       ("tada-data-docs", "reports/data_docs/index.html"), ("tada-export-parity", "reports/export.json"),
                       ("tada-attention", "reports/figures/attention.png")):
         assert f"({(runs.repo / path).resolve().as_uri()})" in artifacts[key].data, key  # a markdown link
@@ -165,7 +183,7 @@ def test_only_fetch_is_retried_with_exponential_backoff():
     config = Config().replace({"flow.fetch_retries": 3, "flow.retry_delay": 10.0})
     fetch = _stage_task(config, "fetch")
     assert fetch.retries == 3 and fetch.retry_delay_seconds == [10.0, 20.0, 40.0]
-    for stage in ("validate", "train", "evaluate", "export"):
+    for stage in ("validate", "train", "evaluate", "export", "report"):
         assert _stage_task(config, stage).retries == 0, stage
     assert _stage_task(config.replace({"flow.fetch_retries": 0}), "fetch").retries == 0
 

@@ -104,7 +104,8 @@ def test_folder_dataset_through_dvc_reports_the_corrupt_file_then_runs(tmp_path)
 
     corrupt.unlink()  # the user fixes the data; DVC sees user_data/ change
     done = sh(repo, "dvc", "repro")
-    assert ran_stages(done.stdout) == ["fetch", "validate", "train", "evaluate", "export"], done.stdout
+    assert ran_stages(done.stdout) == ["fetch", "validate", "train", "evaluate", "export", "report"], done.stdout
+    assert "TADA run report" in (repo / "reports/index.html").read_text()
     details = json.loads((repo / "reports/evaluation.json").read_text())
     assert details["target_images"] == 6 and set(details["target_per_class_accuracy"]) == set(CLASSES)
     rows = list(csv.DictReader((repo / "data/manifest.csv").read_text().splitlines()))

@@ -12,7 +12,7 @@ import pytest
 from repo_copy import ROOT, env
 
 from tada.config import ConfigError
-from tada.orchestrate import StageFailed, overridden_params, repro_stage, run_command
+from tada.orchestrate import StageFailed, commit_stage, overridden_params, repro_stage, run_command
 
 
 @pytest.fixture
@@ -43,6 +43,19 @@ def test_stage_runs_through_dvc_then_is_a_no_op(dvc_repo):
     assert (dvc_repo / "dvc.lock").is_file()
     again = repro_stage(dvc_repo, "fetch", timeout=120, on_line=lambda line: None)
     assert not again.ran and "didn't change" in again.output
+
+
+def test_an_output_rewritten_after_the_stage_is_committed_and_the_stage_stays_up_to_date(dvc_repo):
+    """As the flow does with the run report after its gate."""
+    repro_stage(dvc_repo, "fetch", timeout=120, on_line=lambda line: None)
+    (dvc_repo / "out.txt").write_text("ok, and the gate's decision")
+    assert repro_stage(dvc_repo, "fetch", timeout=120, on_line=lambda line: None).ran  # without commit: re-run
+    (dvc_repo / "out.txt").write_text("ok, and the gate's decision")
+    commit_stage(dvc_repo, "fetch", on_line=lambda line: None)
+    assert not repro_stage(dvc_repo, "fetch", timeout=120, on_line=lambda line: None).ran
+    assert (dvc_repo / "out.txt").read_text() == "ok, and the gate's decision"
+    with pytest.raises(StageFailed, match="commit nowhere"):
+        commit_stage(dvc_repo, "nowhere", on_line=lambda line: None)
 
 
 def test_failed_stage_reports_its_own_exit_code_and_words(dvc_repo):

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from browser import assert_offline, available, numbers_shown, open_page, screenshot
+from PIL import Image
 from repo_copy import ROOT, copy_repo, env, ran_stages, set_params, sh
+from report_page import assert_metrics_shown
 
 TINY = {
     "data": {"source_train_per_class": 20, "source_test_per_class": 12},
@@ -25,7 +29,7 @@ def repo(tmp_path_factory) -> Path:
     """A git copy of the tracked files, tiny params, committed, then `dvc repro` once."""
     repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo", TINY)
     first = sh(repo, "dvc", "repro")
-    assert ran_stages(first.stdout) == ["fetch", "validate", "train", "evaluate", "export"], first.stdout
+    assert ran_stages(first.stdout) == ["fetch", "validate", "train", "evaluate", "export", "report"], first.stdout
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "lock")
     return repo
@@ -36,7 +40,7 @@ def test_repro_produces_every_artifact(repo):
     for path in ("data/manifest.csv", "reports/validation.json", "reports/data_docs/index.html", "models/model.pt",
                  "reports/train/metrics.json", "reports/metrics.json", "reports/figures/confusion_matrix.png",
                  "reports/figures/tsne.png", "reports/figures/attention.png", "models/model.onnx",
-                 "reports/export.json"):
+                 "reports/export.json", "reports/index.html"):
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert 0 <= metrics["target_accuracy"] <= 1 and 0 <= metrics["estimated_target_accuracy"] <= 1
@@ -52,6 +56,31 @@ def test_repro_produces_every_artifact(repo):
 
 
 @pytest.mark.slow
+def test_run_report_in_a_real_browser(repo, tmp_path):
+    """reports/index.html of the real run, in headless chromium with the network cut off: it loads nothing from
+    outside the file, the console stays silent, and it shows every number of reports/metrics.json. Its screenshot is
+    the README's (``TADA_REPORT_SCREENSHOT=docs/run_report.png`` writes it there)."""
+    if why := available():
+        pytest.fail(f"the run report's browser test needs chromium: {why}")
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    with open_page(repo / "reports/index.html", width=1280, height=1700) as page:
+        assert_offline(page)
+        assert_metrics_shown(metrics, numbers_shown(page))
+        curves = page.driver.execute_script("return [...document.querySelectorAll('polyline')]"
+                                            ".map(p => p.dataset.curve)")
+        for name in ("train/loss", "train/source_ce", "train/local_adv", "train/global_adv", "train/entropy",
+                     "train/lr", "train/grl_coeff", "eval/target_accuracy", "eval/estimated_target_accuracy"):
+            assert name in curves, name
+        assert page.driver.execute_script("return document.images.length") == 3  # confusion matrix, t-SNE, attention
+        shot = tmp_path / "run_report.png"
+        screenshot(page, shot, 1280, 1700)
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 1700) and len(image.getcolors(1 << 24)) > 50  # drawn, not blank
+    if target := os.environ.get("TADA_REPORT_SCREENSHOT"):
+        shutil.copyfile(shot, target)
+
+
+@pytest.mark.slow
 def test_second_repro_is_a_no_op(repo):
     again = sh(repo, "dvc", "repro")
     assert ran_stages(again.stdout) == [] and "Data and pipelines are up to date" in again.stdout
@@ -60,8 +89,12 @@ def test_second_repro_is_a_no_op(repo):
 @pytest.mark.slow
 def test_metrics_and_plots_are_listed(repo):
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    flat = json.dumps(metrics)
-    assert '"target_accuracy"' in flat and "reports/metrics.json" in flat
+    # the summary alone: dvclive's last value of every curve (reports/train/metrics.json) is not a DVC metric
+    assert list(metrics[""]["data"]) == ["reports/metrics.json"], metrics
+    summary = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics[""]["data"]["reports/metrics.json"]["data"] == summary
+    table = sh(repo, "dvc", "metrics", "show").stdout.splitlines()
+    assert len(table) == 2 and table[1].startswith("reports/metrics.json"), table  # a header and one row
     plots = json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"]
     for name in ("train/loss.tsv", "train/source_ce.tsv", "train/local_adv.tsv", "train/global_adv.tsv",
                  "train/entropy.tsv", "train/grl_coeff.tsv", "train/lr.tsv", "eval/target_accuracy.tsv"):
@@ -74,7 +107,7 @@ def test_metrics_and_plots_are_listed(repo):
 def test_changing_export_params_reruns_only_export(repo):
     set_params(repo, {"export": {"opset": 17}})
     out = sh(repo, "dvc", "repro")
-    assert ran_stages(out.stdout) == ["export"], out.stdout
+    assert ran_stages(out.stdout) == ["export", "report"], out.stdout  # the report shows the export
     assert json.loads((repo / "reports/export.json").read_text())["opset"] == 17
     sh(repo, "git", "checkout", "params.yaml")
     sh(repo, "dvc", "repro")
@@ -83,7 +116,7 @@ def test_changing_export_params_reruns_only_export(repo):
 @pytest.mark.slow
 def test_experiment_with_another_seed(repo):
     out = sh(repo, "dvc", "exp", "run", "-S", "train.seed=2")
-    assert ran_stages(out.stdout) == ["train", "evaluate", "export"], out.stdout
+    assert ran_stages(out.stdout) == ["train", "evaluate", "export", "report"], out.stdout
     accuracy = json.loads((repo / "reports/metrics.json").read_text())["target_accuracy"]
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     [exp] = [e["revs"][0]["data"] for rev in shown for e in rev.get("experiments") or []
@@ -197,7 +230,7 @@ def test_paper_protocol_queues_experiments_and_tabulates_them(repo, tmp_path):
 @pytest.mark.slow
 def test_train_stage_scales_out_with_train_nproc(repo):
     out = sh(repo, "dvc", "exp", "run", "-S", "train.nproc=2")
-    assert ran_stages(out.stdout) == ["train", "evaluate", "export"], out.stdout
+    assert ran_stages(out.stdout) == ["train", "evaluate", "export", "report"], out.stdout
     assert "train: 2 processes: " in out.stdout and "torch.distributed.run" in out.stdout
     assert out.stdout.count("train: target_accuracy") == 1  # rank 0 alone writes and reports
     assert (repo / "models/model.pt").is_file() and json.loads((repo / "reports/metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""Reports of a pipeline run for people: the Prefect flow's markdown summary."""
+"""The Prefect flow's markdown summary of a run (an artifact): metrics, the gate's decision, stage timings."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ def _number(metric: str, value: float | None) -> str:
 
 
 def run_markdown(stages: list[dict[str, Any]], metrics: dict[str, Any], decision: dict[str, Any],
-                    experiment: str | None) -> str:
+                 experiment: str | None, report: str | None = None) -> str:
     """The flow run's report as markdown (a Prefect artifact): metrics and validators, the gate's decision with both
-    numbers and whether target labels were used, and each stage's timing."""
+    numbers and whether target labels were used, each stage's timing, and a link to the run report (``report``: its
+    URI) with the curves and figures."""
     verdict = "**promoted**" if decision["promoted"] else "**not promoted**"
     metric = decision["metric"]
     labels = ("target labels (labelled target test images)" if decision["labels_used"] else
@@ -24,6 +25,8 @@ def run_markdown(stages: list[dict[str, Any]], metrics: dict[str, Any], decision
     lines = [
         "# TADA retraining run", "",
         f"Method `{metrics.get('method', '?')}`" + (f", DVC experiment `{experiment}`" if experiment else ""), "",
+        *([f"The whole run in one page (curves, figures, export, the gate): [run report]({report})", ""]
+          if report else []),
         "| metric | value |", "|---|---|",
         f"| target accuracy | {_number('target_accuracy', metrics.get('target_accuracy'))} |",
         f"| estimated target accuracy (ATC, label-free) | "
