@@ -149,7 +149,11 @@ class ModelConfig:
     bottleneck_dropout: float = field(default=0.5, metadata=rules(ge=0, lt=1))
     discriminator_hidden: int = field(default=1024, metadata=rules(gt=0))
     region_discriminator_hidden: int = field(default=64, metadata=rules(gt=0))
-    discriminator_dropout: float = field(default=0.5, metadata=rules(ge=0, lt=1))
+    # batchnorm (the lab's research library) or dropout (the original DANN) in the hidden layers of the global
+    # discriminator, and of each region discriminator
+    discriminator_norm: str = field(default="batchnorm", metadata=rules(choices=("batchnorm", "dropout")))
+    region_discriminator_norm: str = field(default="dropout", metadata=rules(choices=("batchnorm", "dropout")))
+    discriminator_dropout: float = field(default=0.5, metadata=rules(ge=0, lt=1))  # where the norm is dropout
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ class MethodConfig:
     )
     adversarial_weight: float = field(default=1.0, metadata=rules(ge=0))  # lambda
     entropy_weight: float = field(default=0.1, metadata=rules(ge=0))  # gamma
-    grl_alpha: float = field(default=10.0, metadata=rules(gt=0))
+    grl_warmup: float = field(default=1000.0, metadata=rules(gt=0))  # iterations: coeff 0.46 * grl_max after them
     grl_max: float = field(default=1.0, metadata=rules(ge=0))
     detach_local_attention: bool = False
     detach_global_attention: bool = False
@@ -170,7 +174,8 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with ``lr_p = lr * (1 + lr_alpha * p) ** -lr_beta``; the backbone gets ``lr * backbone_lr_mult``."""
+    """SGD with ``lr_i = lr * (1 + lr_gamma * i) ** -lr_beta`` at iteration ``i``; the backbone gets
+    ``lr * backbone_lr_mult``."""
 
     lr: float = field(default=0.01, metadata=rules(gt=0))
     backbone_lr_mult: float = field(default=1.0, metadata=rules(ge=0))
@@ -178,7 +183,7 @@ class OptimConfig:
     momentum: float = field(default=0.9, metadata=rules(ge=0, lt=1))
     nesterov: bool = True
     weight_decay: float = field(default=5e-4, metadata=rules(ge=0))
-    lr_alpha: float = field(default=10.0, metadata=rules(ge=0))
+    lr_gamma: float = field(default=0.001, metadata=rules(ge=0))  # per iteration
     lr_beta: float = field(default=0.75, metadata=rules(ge=0))
 
 
@@ -241,6 +246,9 @@ class ExportConfig:
     opset: int = field(default=18, metadata=rules(ge=17, le=23))
     parity_tolerance: float = field(default=1e-4, metadata=rules(gt=0))  # max |logit difference| vs PyTorch
     parity_batch_sizes: tuple[int, ...] = field(default=(1, 32), metadata=rules(gt=0))
+    # max |domain probability difference| a low-rank global discriminator may add (tada.export.low_rank_monitor);
+    # 0 keeps the full layer
+    monitor_tolerance: float = field(default=0.03, metadata=rules(ge=0, lt=1))
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ def build_model(config: Config, num_classes: int, in_channels: int) -> TadaNet:
         global_discriminator=method.global_adversarial,
         discriminator_hidden=m.discriminator_hidden,
         region_discriminator_hidden=m.region_discriminator_hidden,
+        discriminator_norm=m.discriminator_norm,
+        region_discriminator_norm=m.region_discriminator_norm,
         discriminator_dropout=m.discriminator_dropout,
         detach_local_attention=config.method.detach_local_attention,
     )

@@ -35,7 +35,7 @@ from tada.losses import total_loss
 from tada.methods import Method, build_model, get_method, loss_terms
 from tada.models.network import TadaNet
 from tada.optim import build_optimizer, set_learning_rate
-from tada.schedules import grl_coeff, lr_factor, progress
+from tada.schedules import grl_coeff, lr_factor
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,13 @@ class StepStats:
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Config, method: Method,
                x: torch.Tensor, source_labels: torch.Tensor, step: int) -> StepStats:
-    """One optimisation step (``step`` counts from 1): set the learning rate and the GRL coefficient from the
-    progress, one forward pass over ``x = cat(source, target)`` (so BatchNorm sees both domains), the method's loss
+    """One optimisation step (``step`` counts from 1): set the learning rate and the GRL coefficient of this
+    iteration, one forward pass over ``x = cat(source, target)`` (so BatchNorm sees both domains), the method's loss
     ``L_y + gamma * L_h + lambda * (L_l + L_g)``, backward, SGD. ``net`` is the model or its DDP wrapper."""
     model = getattr(net, "module", net)
-    p = progress(step - 1, config.train.iterations)
-    lr = config.optim.lr * lr_factor(p, config.optim.lr_alpha, config.optim.lr_beta)
+    lr = config.optim.lr * lr_factor(step - 1, config.optim.lr_gamma, config.optim.lr_beta)
     set_learning_rate(optimizer, lr)
-    coeff = grl_coeff(p, config.method.grl_alpha, config.method.grl_max)
+    coeff = grl_coeff(step - 1, config.method.grl_warmup, config.method.grl_max)
     model.set_grl_coeff(coeff)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16"):
         out = net(x)

@@ -14,6 +14,7 @@ from torch import nn
 
 from tada.models.attention import apply_residual_attention, local_attention
 from tada.models.discriminators import DomainDiscriminator, RegionDiscriminators
+from tada.models.dropout import Dropout
 from tada.models.grl import GradientReversal
 
 
@@ -51,7 +52,9 @@ class TadaNet(nn.Module):
         global_discriminator: build the image-level discriminator ``G_d`` on the bottleneck.
         discriminator_hidden: hidden width of ``G_d``.
         region_discriminator_hidden: hidden width of each ``G_d^k``.
-        discriminator_dropout: dropout inside the discriminators.
+        discriminator_norm: ``"batchnorm"`` or ``"dropout"`` inside ``G_d`` (`DomainDiscriminator`).
+        region_discriminator_norm: the same inside each ``G_d^k`` (`RegionDiscriminators`).
+        discriminator_dropout: the dropout probability where a norm is ``"dropout"``.
         detach_local_attention: compute ``w`` from detached region logits (no gradient from the attention into the
             region discriminators); the paper is silent, TA3N does not detach.
     """
@@ -68,6 +71,8 @@ class TadaNet(nn.Module):
         global_discriminator: bool = True,
         discriminator_hidden: int = 1024,
         region_discriminator_hidden: int = 1024,
+        discriminator_norm: str = "batchnorm",
+        region_discriminator_norm: str = "dropout",
         discriminator_dropout: float = 0.5,
         detach_local_attention: bool = False,
     ) -> None:
@@ -78,7 +83,8 @@ class TadaNet(nn.Module):
         self.detach_local_attention = detach_local_attention
         self.region_discriminators = (
             RegionDiscriminators(
-                feature_size[0] * feature_size[1], channels, region_discriminator_hidden, discriminator_dropout
+                feature_size[0] * feature_size[1], channels, region_discriminator_hidden, region_discriminator_norm,
+                discriminator_dropout
             )
             if local_attention
             else None
@@ -87,11 +93,11 @@ class TadaNet(nn.Module):
             nn.Linear(channels, bottleneck_dim),
             nn.BatchNorm1d(bottleneck_dim),
             nn.ReLU(inplace=True),
-            nn.Dropout(bottleneck_dropout),
+            Dropout(bottleneck_dropout),
         )
         self.classifier = nn.Linear(bottleneck_dim, num_classes)
         self.domain_discriminator = (
-            DomainDiscriminator(bottleneck_dim, discriminator_hidden, discriminator_dropout)
+            DomainDiscriminator(bottleneck_dim, discriminator_hidden, discriminator_norm, discriminator_dropout)
             if global_discriminator
             else None
         )
