@@ -23,7 +23,8 @@ def main() -> int:
     info = model_info(trained, task.classes, payload["in_channels"], payload["metrics"])
     try:
         report = export_verified(model, parity, ONNX_MODEL, cfg.opset, info, cfg.parity_batch_sizes,
-                                 cfg.parity_tolerance, fit_images=fit, calibration_images=calibration)
+                                 cfg.parity_tolerance, fit_images=fit, calibration_images=calibration,
+                                 monitor_tolerance=cfg.monitor_tolerance)
     except ExportError as e:
         write_json_atomic(EXPORT_FAILED, {"passed": False, "error": str(e), **getattr(e, "report", {})})
         print(f"export: {e} (report: {EXPORT_FAILED}; {ONNX_MODEL} left as it was)", file=sys.stderr)
@@ -31,8 +32,14 @@ def main() -> int:
     write_json_atomic(EXPORT_REPORT, {"model": ONNX_MODEL, "opset": cfg.opset, **report})
     Path(EXPORT_FAILED).unlink(missing_ok=True)
     worst = max(c["max_abs_diff"] for c in report["checks"])
+    monitor = report["monitor"]
+    head = "" if not monitor else (
+        f"; monitoring head rank {monitor['rank']} of {monitor['hidden']} (domain probability within "
+        f"{monitor['max_abs_diff']:.1e})" if monitor["rank"] else f"; monitoring head full rank (no rank within "
+        f"{monitor['tolerance']})")
     print(f"export: {ONNX_MODEL} (outputs {', '.join(report['outputs'])}), parity with onnxruntime passed "
-          f"(max |diff| {worst:.2e}); shift threshold {report['shift_reference']['threshold']:.2f} -> {EXPORT_REPORT}")
+          f"(max |diff| {worst:.2e}){head}; shift threshold {report['shift_reference']['threshold']:.2f} -> "
+          f"{EXPORT_REPORT}")
     return 0
 
 

@@ -10,6 +10,7 @@ reference travel in the model's metadata.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,67 @@ def reference_images(task: DomainTask, parity_count: int) -> tuple[torch.Tensor,
             to_tensor(np.ascontiguousarray(spaced(calibration, REFERENCE_IMAGES))))
 
 
+def inference_network(model: TadaNet) -> TadaNet:
+    """A copy of ``model`` in eval mode with the discriminators' BatchNorm folded into their weights (the same
+    function; the exported graph loses every Transpose/Reshape/BatchNorm around the region discriminators)."""
+    net = copy.deepcopy(model).eval()
+    if net.region_discriminators is not None:
+        net.region_discriminators = net.region_discriminators.folded().eval()
+    if net.domain_discriminator is not None:
+        net.domain_discriminator = net.domain_discriminator.folded().eval()
+    return net
+
+
+MONITOR_RANKS = (32, 64, 128, 256)  # tried in this order, of a global discriminator's hidden x hidden layer
+
+
+@torch.no_grad()
+def low_rank_monitor(net: TadaNet, fit_images: torch.Tensor, check_images: torch.Tensor, tolerance: float,
+                     batch_size: int = 256) -> dict[str, Any] | None:
+    """Replace, in place, the global discriminator's ``hidden x hidden`` layer ``y = W h + b`` of an
+    `inference_network` by a rank-``r`` one, ``2 r hidden`` multiply-adds instead of ``hidden^2``, fitted to the
+    data: ``y ~ mu + P P^T (W h + b - mu)`` with ``P`` the top ``r`` principal directions of ``y`` on
+    ``fit_images`` (the unlabelled target training images) and ``mu`` its mean. The rank is the smallest in
+    `MONITOR_RANKS` (below ``hidden / 2``, where it saves anything) whose domain probability stays within
+    ``tolerance`` of the full layer's on every one of ``check_images`` (held-out target images, labels unused).
+    That layer feeds only the shift monitor: logits, probabilities, entropy and the features do not change.
+    Returns what was measured (``None``: no global discriminator or ``tolerance`` 0; ``rank`` None: no rank was
+    close enough, the full layer kept).
+    """
+    disc = net.domain_discriminator
+    if disc is None or tolerance <= 0:
+        return None
+    layer: nn.Linear = disc.net[2]
+    hidden = layer.in_features
+
+    def batched(fn: Any, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+    def probability(images: torch.Tensor) -> torch.Tensor:
+        return batched(lambda x: torch.sigmoid(net(x).domain_logits), images)
+
+    full = probability(check_images)
+    y = batched(lambda x: layer(disc.net[1](disc.net[0](net(x).features))), fit_images).double()  # (N, hidden)
+    mean = y.mean(dim=0)
+    directions = torch.linalg.svd(y - mean, full_matrices=False)[2]  # (min(N, hidden), hidden), rows: directions
+    tried = {}
+    for rank in sorted({min(r, len(directions)) for r in MONITOR_RANKS if r < hidden // 2}):
+        p = directions[:rank].T  # (hidden, r); fewer fit images than r: all their directions (exact on them)
+        down, up = nn.Linear(hidden, rank, bias=False), nn.Linear(rank, layer.out_features)
+        down.weight.copy_(p.T @ layer.weight.double())
+        up.weight.copy_(p)
+        up.bias.copy_(mean + p @ (p.T @ (layer.bias.double() - mean)))
+        disc.net[2] = nn.Sequential(down, up)
+        deviation = float((probability(check_images) - full).abs().max())
+        tried[rank] = deviation
+        if deviation <= tolerance:
+            return {"rank": rank, "hidden": hidden, "max_abs_diff": deviation, "tolerance": tolerance,
+                    "fit_images": len(fit_images), "check_images": len(check_images), "tried": tried}
+    disc.net[2] = layer
+    return {"rank": None, "hidden": hidden, "tolerance": tolerance, "fit_images": len(fit_images),
+            "check_images": len(check_images), "tried": tried}
+
+
 @torch.no_grad()
 def fit_feature_reference(model: TadaNet, images: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, ...]:
     """``(mu, W)`` of the bottleneck features of ``images`` (the unlabelled target training images): their mean
@@ -156,8 +218,13 @@ def export_verified(
     *,
     fit_images: torch.Tensor | None = None,
     calibration_images: torch.Tensor | None = None,
+    monitor_tolerance: float = 0.0,
 ) -> dict[str, Any]:
     """Export ``model`` to one ``.onnx`` file and check every output against PyTorch with onnxruntime on ``images``.
+
+    What is exported is `inference_network` (BatchNorm folded); with ``monitor_tolerance`` > 0 and ``fit_images``,
+    the global discriminator's widest layer is replaced by a low-rank one fitted on them, within that tolerance of
+    its domain probability on ``calibration_images`` (`low_rank_monitor`), before the shift reference is measured.
 
     With ``fit_images`` (unlabelled target training images) the graph gets the ``feature_distance`` output; with
     ``calibration_images`` (held-out target images) the shift reference (`tada.serving.shift.calibrate`) is measured
@@ -173,7 +240,11 @@ def export_verified(
         raise ValueError("fit_images needs calibration_images: the feature distance is only used by the shift score")
     model.eval()
     reference = None if fit_images is None else fit_feature_reference(model, fit_images)
-    graph = InferenceGraph(model, reference).eval()
+    net = inference_network(model)
+    monitor = None
+    if fit_images is not None:
+        monitor = low_rank_monitor(net, fit_images, calibration_images, monitor_tolerance)
+    graph = InferenceGraph(net, reference).eval()
     shift = None
     if calibration_images is not None:
         shift = calibrate({k: v.double().numpy() for k, v in graph.outputs(calibration_images).items()})
@@ -206,7 +277,8 @@ def export_verified(
                                             f"argmax identical {c['argmax_identical']}" for c in parity["checks"]))
             error.report = parity
             raise error
-    return {**parity, "outputs": graph.output_names, "metadata": meta, "shift_reference": shift}
+    return {**parity, "outputs": graph.output_names, "metadata": meta, "shift_reference": shift,
+            "monitor": monitor}
 
 
 SOURCE_PATHS = "pkg.torch.onnx.stack_trace"  # per node: the Python stack that built it, absolute file paths included

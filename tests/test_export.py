@@ -182,3 +182,78 @@ def test_the_same_model_exported_from_two_checkouts_is_the_same_file(model, tiny
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
     assert b"checkout-a" not in outputs[0] and str(root).encode() not in outputs[0]
+
+
+def randomise_batchnorm(net: torch.nn.Module) -> None:
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            with torch.no_grad():
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2)
+
+
+def test_inference_network_folds_the_discriminators_batchnorm_into_their_weights(model, tiny_config, tmp_path):
+    randomise_batchnorm(model)
+    folded = export.inference_network(model)
+    kinds = {type(m).__name__ for m in (*folded.domain_discriminator.modules(),
+                                        *folded.region_discriminators.modules())}
+    assert "BatchNorm1d" not in kinds and folded.region_discriminators.norm == "none"
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.domain_discriminator.modules())  # a copy
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    for field in ("logits", "features", "region_logits", "domain_logits"):
+        torch.testing.assert_close(getattr(b, field), getattr(a, field), rtol=1e-5, atol=1e-5)
+    path = tmp_path / "m.onnx"
+    export_verified(model, x, path, 18, model_info(tiny_config, tuple("0123456789"), 1), (1, 8), 1e-4)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "BatchNormalization" not in ops
+
+
+@pytest.fixture
+def wide_model(tiny_config):
+    torch.manual_seed(0)
+    config = tiny_config.replace({"model.discriminator_hidden": 128})
+    net = build_model(config, num_classes=10, in_channels=1)
+    net.train()(torch.randn(16, 1, 28, 28))
+    return config, net.eval()
+
+
+def test_low_rank_monitor_is_exact_within_the_span_of_its_fit_images(wide_model):
+    _, model = wide_model
+    net = export.inference_network(model)
+    fit = torch.rand(20, 1, 28, 28) * 2 - 1  # 20 images: their centred outputs span at most 19 directions
+    with torch.no_grad():
+        before = net(fit)
+    report = export.low_rank_monitor(net, fit, fit, tolerance=1e-5)
+    assert report["rank"] == 20 and report["max_abs_diff"] <= 1e-5 and report["hidden"] == 128
+    down, up = net.domain_discriminator.net[2]
+    assert down.weight.shape == (20, 128) and up.weight.shape == (128, 20)
+    with torch.no_grad():
+        after = net(fit)
+    assert torch.equal(after.logits, before.logits) and torch.equal(after.features, before.features)
+    torch.testing.assert_close(after.domain_logits, before.domain_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_low_rank_monitor_keeps_the_full_layer_when_no_rank_is_close_enough(wide_model):
+    _, model = wide_model
+    net = export.inference_network(model)
+    full = net.domain_discriminator.net[2]
+    torch.manual_seed(2)
+    fit, check = torch.rand(200, 1, 28, 28) * 2 - 1, torch.randn(50, 1, 28, 28) * 3
+    report = export.low_rank_monitor(net, fit, check, tolerance=1e-7)
+    assert report["rank"] is None and set(report["tried"]) == {32}  # 64 would not be below hidden / 2
+    assert net.domain_discriminator.net[2] is full
+    assert export.low_rank_monitor(net, fit, check, tolerance=0.0) is None
+
+
+def test_export_with_a_low_rank_monitor_checks_parity_on_what_it_exports(wide_model, tmp_path):
+    config, model = wide_model
+    torch.manual_seed(3)
+    fit, calibration = torch.rand(20, 1, 28, 28) * 2 - 1, torch.rand(32, 1, 28, 28) * 2 - 1
+    report = export_verified(model, calibration, tmp_path / "m.onnx", 18, model_info(config, tuple("0123456789"), 1),
+                             (1, 32), 1e-4, fit_images=fit, calibration_images=calibration, monitor_tolerance=0.5)
+    assert report["passed"] and report["monitor"]["rank"] == 20
+    shapes = sorted(list(i.dims) for i in onnx.load(str(tmp_path / "m.onnx")).graph.initializer
+                    if "domain_discriminator" in i.name)
+    assert [20, 128] in shapes and [128, 20] in shapes and [128, 128] not in shapes

@@ -60,6 +60,11 @@ class Prediction:
         return d
 
 
+# Every graph rewrite but the NCHWc layout transform (ORT_ENABLE_ALL's addition): on the default model, its reorder
+# nodes cost more than its convolutions gain (batch 256 about 10 % slower; benchmarks/inference_roofline.py).
+GRAPH_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+
+
 class Predictor:
     """Loads ``model.onnx`` and predicts batches of images.
 
@@ -92,7 +97,7 @@ class Predictor:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1  # the graph is a chain: parallel branches would only add scheduling
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = GRAPH_OPTIMIZATION
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for unreadable or invalid graphs
