@@ -299,6 +299,12 @@ def send(port: int, request: object) -> tuple[int, dict]:
                     break
                 if b"\r\n\r\n" in raw:
                     break
+            s.settimeout(WAIT_S)  # the headers are in; on a busy machine the body may come in a later segment
+            head, _, body = raw.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            while length and len(body) < int(length.group(1)) and (chunk := s.recv(65536)):
+                body += chunk
+            raw = head + b"\r\n\r\n" + body
         else:
             s.sendall(request)
             raw = b""
