@@ -22,7 +22,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 def available() -> str | None:
-    """None when the browser can run here, else why not (for `pytest.skip`)."""
+    """None when the browser can run here, else why not: the browser tests fail with it (never skip)."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         return f"{' and '.join(missing)} missing: apt-get install chromium chromium-driver (.ci/run does)"
