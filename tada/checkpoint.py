@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tada.allocator import retain_freed_memory
 from tada.config import Config, config_from_dict
 from tada.data.decoded import load_task
 from tada.data.task import DomainTask
@@ -98,7 +99,9 @@ def load_trained(path: str | Path, data_root: str | Path) -> tuple[TadaNet, Conf
 
 
 def seed_everything(seed: int, deterministic: bool, num_threads: int) -> None:
-    """Seed Python, NumPy and torch; deterministic algorithms on or off; torch's intra-op threads (0: as is)."""
+    """Seed Python, NumPy and torch; deterministic algorithms on or off; torch's intra-op threads (0: as is); the
+    C allocator keeps freed memory for the next step (`tada.allocator`)."""
+    retain_freed_memory()
     if deterministic:  # cuBLAS needs this for deterministic matrix products on the GPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
