@@ -165,7 +165,7 @@ class RegionDiscriminators(nn.Module):
                 f"RegionDiscriminators built for {self.num_regions} regions of {self.in_channels} channels, "
                 f"got a feature map of shape {tuple(features.shape)}"
             )
-        x = features.flatten(2).permute(2, 0, 1)  # (K, B, C)
+        x = features.flatten(2).permute(2, 0, 1).contiguous()  # (K, B, C); bmm would copy every slice of a view
         x = self._hidden(x, self.weight1, self.bias1, "norm1")  # (K, B, hidden)
         x = self._hidden(x, self.weight2, self.bias2, "norm2")  # (K, B, hidden)
         return (torch.bmm(x, self.weight3.unsqueeze(2)).squeeze(2) + self.bias3.unsqueeze(1)).t()  # (B, K)

@@ -16,8 +16,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.is_cuda or p == 1.0:
         return F.dropout(x, p, training=True)
-    keep = torch.rand_like(x) >= p  # P(keep) = 1 - p
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+    keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # P(keep) = 1 - p; in place: no bool tensor to convert
+    return x * keep
 
 
 class Dropout(nn.Module):

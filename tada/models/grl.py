@@ -18,7 +18,7 @@ class _GradientReverse(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad_output.neg() * ctx.coeff, None
+        return grad_output * -ctx.coeff, None  # one pass; exactly (-g) * c
 
 
 def reverse_gradient(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
