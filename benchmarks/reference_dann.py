@@ -4,7 +4,9 @@
 - **speed**: each implementation's training step in its own worker process (same threads: 1 and 2), timed in
   interleaved blocks (A, B, C, A, B, C, ...) so a busy moment hurts all alike; wall and CPU time, medians and ratios.
   Our TADA step is timed beside them too. Targets: our DANN step <= 1.05 x the plain loop's CPU time, our TADA step
-  <= 1.10 x our DANN step.
+  <= 1.10 x our DANN step. Our training process keeps freed memory for the next step (`tada.allocator`); the plain
+  loop and the peer run with glibc's defaults, as a script would, and ``plain_retained`` is the plain loop with our
+  allocator settings, to show what of the difference is the allocator.
 - **accuracy**: each trained to the end on the default task with the same budget (``train.iterations``, the batch
   size, lr 0.01) and seeds; the target accuracy of the last iterate. Target: ours within 1 point of the peer or above.
 
@@ -17,6 +19,9 @@ lives in its own virtual environment:
         scipy==1.10.1 qpsolvers==4.13.0 && .peer/bin/pip install --no-deps dalib==0.2
     python benchmarks/reference_dann.py --peer-python .peer/bin/python              # speed, then accuracy
     python benchmarks/reference_dann.py --peer-python .peer/bin/python --only speed
+    # more seeds for some implementations, keeping the runs already in the table, two 1-thread runs at a time:
+    python benchmarks/reference_dann.py --peer-python .peer/bin/python --only accuracy --impls ours_dann peer \
+        --seeds $(seq 0 19) --threads 1 --jobs 2 --add-to benchmarks/results/reference_dann.json
 """
 
 from __future__ import annotations
@@ -42,7 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_DANN_OVER_PLAIN, TARGET_TADA_OVER_DANN, TARGET_POINTS_BELOW_PEER = 1.05, 1.10, 1.0
 # trained to the end beside the defaults: TADA with BatchNorm in its region discriminators too (the default has it in
 # the global discriminator only; README: where the paper is silent)
-VARIANTS = {"ours_tada_region_batchnorm": {"model.region_discriminator_norm": "batchnorm"}}
+VARIANTS = {"ours_tada_region_batchnorm": {"model.region_discriminator_norm": "batchnorm"},
+            # our DANN with torch's own dropout (``F.dropout``: bernoulli_ masks) instead of `tada.models.dropout`:
+            # then the plain loop and ours differ in nothing but code, so they must agree seed for seed
+            "ours_dann_torch_dropout": {}}
 
 
 # --- the plain loop: DANN written out with torch alone ---------------------------------------------------------------
@@ -148,11 +156,19 @@ def make_stepper(impl: str, data: dict, iterations: int, seed: int, deterministi
         config = Config().replace({"method.name": impl.split("_")[1], "train.iterations": iterations,
                                    "train.seed": seed, "train.deterministic": deterministic, "train.num_threads": 0,
                                    **VARIANTS.get(impl, {})})
+        if impl == "ours_dann_torch_dropout":
+            import tada.models.dropout
+
+            tada.models.dropout.dropout = lambda x, p, training: nn.functional.dropout(x, p, training)
         seed_everything(seed, deterministic, 0)
         model = build_model(config, 10, 1).train()
         opt, method = build_optimizer(model, config.optim), get_method(config.method.name)
         return model, lambda x, y: train_step(model, opt, config, method, x, y, next(counter))
-    if impl == "plain":
+    if impl in ("plain", "plain_retained"):
+        if impl == "plain_retained":  # the plain loop with our process's allocator settings (`tada.allocator`)
+            from tada.allocator import retain_freed_memory
+
+            retain_freed_memory()
         net = plain_dann(10).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
         return net, lambda x, y: plain_step(net, opt, x, y, next(counter))
@@ -170,9 +186,11 @@ def worker(args: argparse.Namespace) -> int:
     for line in sys.stdin:
         n = int(line.split()[1])
         wall, cpu = time.perf_counter(), time.process_time()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for i in range(n):
             step(*fixed[i % len(fixed)])
-        print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}), flush=True)
+        print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
+                          "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}), flush=True)
     return 0
 
 
@@ -226,7 +244,8 @@ def environment() -> dict[str, str]:
 
 
 def speed(data: Path, peer_python: str | None, threads: int, rounds: int, steps: int, batch: int) -> dict:
-    impls = {"plain": sys.executable, "ours_dann": sys.executable, "ours_tada": sys.executable}
+    impls = {"plain": sys.executable, "ours_dann": sys.executable, "ours_tada": sys.executable,
+             "plain_retained": sys.executable}
     if peer_python:
         impls["peer"] = peer_python
     workers = {name: subprocess.Popen(command(python, "worker", name, "--data", str(data), "--threads", str(threads),
@@ -249,55 +268,98 @@ def speed(data: Path, peer_python: str | None, threads: int, rounds: int, steps:
     for w in workers.values():
         w.stdin.close()
         w.wait()
-    medians = {name: {kind: 1000 * statistics.median(t[kind] for t in ts) / steps for kind in ("wall", "cpu")}
+    medians = {name: {**{kind: 1000 * statistics.median(t[kind] for t in ts) / steps for kind in ("wall", "cpu")},
+                      "page_faults": statistics.median(t["faults"] for t in ts) / steps}  # minor faults per step
                for name, ts in times.items()}
     return {"threads": threads, "steps_per_block": steps, "rounds": rounds, "ms_per_step": medians}
 
 
-def accuracy(data: Path, peer_python: str | None, seeds: list[int], iterations: int, batch: int) -> dict:
-    impls = {"ours_dann": sys.executable, "plain": sys.executable, "ours_tada": sys.executable,
-             **dict.fromkeys(VARIANTS, sys.executable)}
-    if peer_python:
-        impls["peer"] = peer_python
-    runs = {}
-    for name, python in impls.items():
-        runs[name] = []
-        for seed in seeds:
-            out = subprocess.run(command(python, "train", name, "--data", str(data), "--seed", str(seed),
-                                         "--iterations", str(iterations), "--batch", str(batch), "--threads", "2"),
-                                 capture_output=True, text=True, env=environment(), check=True)
-            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"{name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
-    return {name: {"target_mean": 100 * statistics.fmean(r["target_accuracy"] for r in rs),
-                   "target_std": 100 * statistics.stdev(r["target_accuracy"] for r in rs) if len(rs) > 1 else 0.0,
-                   "runs": rs} for name, rs in runs.items()}
+def accuracy(data: Path, peer_python: str | None, seeds: list[int], iterations: int, batch: int, threads: int = 2,
+             jobs: int = 1, impls: list[str] | None = None, previous: dict | None = None) -> dict:
+    """Train every implementation (or ``impls``) to the end once per seed; ``jobs`` runs at a time, each with
+    ``threads`` threads. Runs already in ``previous`` (an earlier ``accuracy`` result: same budget) are kept, not
+    repeated, so more seeds can be added to a table."""
+    available = {"ours_dann": sys.executable, "plain": sys.executable, "ours_tada": sys.executable,
+                 **dict.fromkeys(VARIANTS, sys.executable), **({"peer": peer_python} if peer_python else {})}
+    chosen = {name: available[name] for name in (impls or available)}
+    runs: dict[str, dict[int, dict]] = {name: {} for name in available if name in chosen or name in (previous or {})}
+    for name, old in (previous or {}).items():  # implementations not chosen keep their earlier runs in the table
+        if name in runs:
+            seeds_then = old.get("seeds", [0, 1, 2])  # the first tables ran seeds 0, 1, 2 with 2 threads
+            runs[name].update({r.get("seed", s): {"seed": s, "threads": 2, **r}
+                               for s, r in zip(seeds_then, old["runs"], strict=True)})
+    todo = [(name, seed) for name in chosen for seed in seeds if seed not in runs[name]]
+    env = {**environment(), "OMP_WAIT_POLICY": "PASSIVE"} if jobs > 1 else environment()  # no spinning neighbours
+    running: list[tuple[str, int, subprocess.Popen]] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            name, seed = todo.pop(0)
+            running.append((name, seed, subprocess.Popen(
+                command(chosen[name], "train", name, "--data", str(data), "--seed", str(seed), "--iterations",
+                        str(iterations), "--batch", str(batch), "--threads", str(threads)),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)))
+        name, seed, proc = running.pop(0)
+        out, err = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"{name} seed {seed} failed ({proc.returncode}):\n{err}")
+        runs[name][seed] = {"seed": seed, "threads": threads, **json.loads(out.strip().splitlines()[-1])}
+        print(f"{name} seed {seed}: {runs[name][seed]}", file=sys.stderr, flush=True)
+    result = {}
+    for name, by_seed in runs.items():
+        rs = [by_seed[s] for s in sorted(by_seed)]
+        acc = [100 * r["target_accuracy"] for r in rs]
+        result[name] = {"target_mean": statistics.fmean(acc), "target_std": statistics.stdev(acc) if len(acc) > 1
+                        else 0.0, "target_sem": statistics.stdev(acc) / math.sqrt(len(acc)) if len(acc) > 1 else 0.0,
+                        "seeds": [r["seed"] for r in rs], "runs": rs}
+    return result
+
+
+def difference(a: list[float], b: list[float], draws: int = 20000, seed: int = 0) -> dict:
+    """Mean of ``a`` minus mean of ``b`` with a 95 % bootstrap interval (seeds resampled within each group)."""
+    rng = np.random.default_rng(seed)
+    xa, xb = np.asarray(a), np.asarray(b)
+    boot = rng.choice(xa, (draws, len(xa))).mean(1) - rng.choice(xb, (draws, len(xb))).mean(1)
+    return {"mean": float(xa.mean() - xb.mean()), "ci95": [float(np.percentile(boot, 2.5)),
+                                                          float(np.percentile(boot, 97.5))]}
 
 
 def report(results: dict) -> str:
-    lines = ["| threads | implementation | wall ms / step | CPU ms / step | CPU vs plain |", "|---|---|---|---|---|"]
+    lines = ["| threads | implementation | wall ms / step | CPU ms / step | CPU vs plain | page faults / step |",
+             "|---|---|---|---|---|---|"]
     checks = []
     for run in results.get("speed", []):
         ms = run["ms_per_step"]
         for name, m in ms.items():
             lines.append(f"| {run['threads']} | {name} | {m['wall']:.2f} | {m['cpu']:.2f} | "
-                         f"{m['cpu'] / ms['plain']['cpu']:.2f} |")
+                         f"{m['cpu'] / ms['plain']['cpu']:.2f} | {m.get('page_faults', float('nan')):.0f} |")
         dann, tada = ms["ours_dann"]["cpu"] / ms["plain"]["cpu"], ms["ours_tada"]["cpu"] / ms["ours_dann"]["cpu"]
         checks.append(f"{run['threads']} thread(s): our DANN step = {dann:.3f} x the plain loop's CPU time (target "
                       f"<= {TARGET_DANN_OVER_PLAIN}: {'met' if dann <= TARGET_DANN_OVER_PLAIN else 'NOT met'}); "
                       f"TADA = {tada:.3f} x our DANN (target <= {TARGET_TADA_OVER_DANN}: "
-                      f"{'met' if tada <= TARGET_TADA_OVER_DANN else 'NOT met'})")
-    text = "\n".join(lines) + "\n\n" + "\n".join(checks)
+                      f"{'met' if tada <= TARGET_TADA_OVER_DANN else 'NOT met'})"
+                      + (f"; our DANN = {ms['ours_dann']['cpu'] / ms['plain_retained']['cpu']:.3f} x the plain loop "
+                         "with our allocator settings" if "plain_retained" in ms else ""))
+    text = "\n".join(lines) + "\n\n" + "\n".join(checks) if checks else ""
     if "accuracy" in results:
         acc = results["accuracy"]
-        text += "\n\n| implementation | target accuracy (%) |\n|---|---|\n" + "\n".join(
-            f"| {name} | {a['target_mean']:.2f} ± {a['target_std']:.2f} |" for name, a in acc.items())
-        if "peer" in acc:
-            gap = acc["ours_dann"]["target_mean"] - acc["peer"]["target_mean"]
-            lead = acc["ours_tada"]["target_mean"] - max(acc["ours_dann"]["target_mean"], acc["peer"]["target_mean"],
-                                                          acc["plain"]["target_mean"])
-            text += (f"\n\nOur DANN {gap:+.2f} points against the peer's (target >= -{TARGET_POINTS_BELOW_PEER}: "
-                     f"{'met' if gap >= -TARGET_POINTS_BELOW_PEER else 'NOT met'}); TADA {lead:+.2f} points against "
-                     "the stronger DANN.")
+        header = "| implementation | target accuracy (%) | seeds | seeds 0-2 |\n|---|---|---|---|\n"
+        text += ("\n\n" if text else "") + header + "\n".join(
+            f"| {name} | {a['target_mean']:.2f} ± {a['target_std']:.2f} | {len(a['runs'])} | "
+            f"{statistics.fmean(100 * r['target_accuracy'] for r in a['runs'] if r['seed'] in (0, 1, 2)):.2f} |"
+            for name, a in acc.items())
+        if "peer" in acc and "ours_dann" in acc:
+            ours = [100 * r["target_accuracy"] for r in acc["ours_dann"]["runs"]]
+            peer = [100 * r["target_accuracy"] for r in acc["peer"]["runs"]]
+            gap = difference(ours, peer)
+            results["gap_ours_dann_minus_peer"] = gap
+            met = "met" if gap["mean"] >= -TARGET_POINTS_BELOW_PEER else "NOT met"
+            text += (f"\n\nOur DANN {gap['mean']:+.2f} points against the peer's over {len(ours)} / {len(peer)} "
+                     f"seeds (95 % bootstrap interval {gap['ci95'][0]:+.2f} to {gap['ci95'][1]:+.2f}; target >= "
+                     f"-{TARGET_POINTS_BELOW_PEER}: {met})")
+            if "ours_tada" in acc:
+                strongest = max(acc[n]["target_mean"] for n in ("ours_dann", "peer", "plain") if n in acc)
+                text += f"; TADA {acc['ours_tada']['target_mean'] - strongest:+.2f} points against the stronger DANN"
+            text += "."
     return text
 
 
@@ -317,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-batch", type=int, default=128, help="images per domain per timed step")
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--impls", nargs="+", help="train only these to the end (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (each with --threads threads)")
+    parser.add_argument("--add-to", type=Path, help="an earlier accuracy JSON: keep its runs, train only the "
+                        "missing seeds, write the combined table")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "reference_dann.json")
     args = parser.parse_args(argv)
     if args.mode == "worker":
@@ -333,7 +399,16 @@ def main(argv: list[str] | None = None) -> int:
             results["speed"] = [speed(data, args.peer_python, t, args.rounds, args.steps, args.speed_batch)
                                 for t in (1, 2)]
         if args.only in (None, "accuracy"):
-            results["accuracy"] = accuracy(data, args.peer_python, args.seeds, args.iterations, args.batch)
+            previous = None
+            if args.add_to:
+                earlier = json.loads(args.add_to.read_text())
+                if (earlier["iterations"], earlier["batch"]) != (args.iterations, args.batch):
+                    raise SystemExit(f"{args.add_to}: its runs used {earlier['iterations']} iterations of batch "
+                                     f"{earlier['batch']}, not {args.iterations} of {args.batch}")
+                previous = earlier["accuracy"]
+                results["command"] += f"  (runs of seeds already in it kept: {earlier['command']})"
+            results["accuracy"] = accuracy(data, args.peer_python, args.seeds, args.iterations, args.batch,
+                                           args.threads, args.jobs, args.impls, previous)
     results["markdown"] = report(results)
     print(results["markdown"])
     args.out.write_text(json.dumps(results, indent=2) + "\n")
