@@ -21,7 +21,7 @@ lives in its own virtual environment:
     python benchmarks/reference_dann.py --peer-python .peer/bin/python --only speed
     # more seeds for some implementations, keeping the runs already in the table, two 1-thread runs at a time:
     python benchmarks/reference_dann.py --peer-python .peer/bin/python --only accuracy --impls ours_dann peer \
-        --seeds $(seq 0 19) --threads 1 --jobs 2 --add-to benchmarks/results/reference_dann.json
+        --seeds $(seq 0 39) --threads 1 --jobs 2 --add-to benchmarks/results/reference_dann.json
 """
 
 from __future__ import annotations
@@ -323,6 +323,17 @@ def difference(a: list[float], b: list[float], draws: int = 20000, seed: int = 0
                                                           float(np.percentile(boot, 97.5))]}
 
 
+def paired_difference(a: list[dict], b: list[dict], draws: int = 20000, seed: int = 0) -> dict:
+    """Mean per-seed difference of target accuracy (points), ``a`` minus ``b``, over the seeds both ran with the same
+    thread count, with a 95 % bootstrap interval (seeds resampled)."""
+    by_seed = {(r["seed"], r["threads"]): 100 * r["target_accuracy"] for r in b}
+    diff = np.asarray([100 * r["target_accuracy"] - by_seed[(r["seed"], r["threads"])] for r in a
+                       if (r["seed"], r["threads"]) in by_seed])
+    boot = np.random.default_rng(seed).choice(diff, (draws, len(diff))).mean(1)
+    return {"mean": float(diff.mean()), "seeds": len(diff),
+            "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
+
+
 def report(results: dict) -> str:
     lines = ["| threads | implementation | wall ms / step | CPU ms / step | CPU vs plain | page faults / step |",
              "|---|---|---|---|---|---|"]
@@ -356,6 +367,16 @@ def report(results: dict) -> str:
             text += (f"\n\nOur DANN {gap['mean']:+.2f} points against the peer's over {len(ours)} / {len(peer)} "
                      f"seeds (95 % bootstrap interval {gap['ci95'][0]:+.2f} to {gap['ci95'][1]:+.2f}; target >= "
                      f"-{TARGET_POINTS_BELOW_PEER}: {met})")
+            if "ours_dann_torch_dropout" in acc:  # the same computation as ours but for how dropout masks are drawn
+                torch_runs = acc["ours_dann_torch_dropout"]["runs"]
+                vs_peer = difference([100 * r["target_accuracy"] for r in torch_runs], peer)
+                paired = paired_difference(acc["ours_dann"]["runs"], torch_runs)
+                results["gap_ours_dann_torch_dropout_minus_peer"] = vs_peer
+                results["ours_dann_minus_torch_dropout_paired"] = paired
+                text += (f"; with torch's dropout in place of ours {vs_peer['mean']:+.2f} ({len(torch_runs)} seeds, "
+                         f"{vs_peer['ci95'][0]:+.2f} to {vs_peer['ci95'][1]:+.2f}); ours minus torch's dropout, seed "
+                         f"for seed: {paired['mean']:+.2f} over {paired['seeds']} seeds ({paired['ci95'][0]:+.2f} to "
+                         f"{paired['ci95'][1]:+.2f})")
             if "ours_tada" in acc:
                 strongest = max(acc[n]["target_mean"] for n in ("ours_dann", "peer", "plain") if n in acc)
                 text += f"; TADA {acc['ours_tada']['target_mean'] - strongest:+.2f} points against the stronger DANN"
@@ -411,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
                                            args.threads, args.jobs, args.impls, previous)
     results["markdown"] = report(results)
     print(results["markdown"])
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    sys.path.insert(0, str(ROOT))
+    from tada.io import write_json_atomic  # here, not at the top: the peer's workers run this file without tada
+
+    write_json_atomic(args.out, results)
     return 0
 
 
