@@ -379,7 +379,11 @@ def report(results: dict) -> str:
                          f"{paired['ci95'][1]:+.2f})")
             if "ours_tada" in acc:
                 strongest = max(acc[n]["target_mean"] for n in ("ours_dann", "peer", "plain") if n in acc)
-                text += f"; TADA {acc['ours_tada']['target_mean'] - strongest:+.2f} points against the stronger DANN"
+                tada = [100 * r["target_accuracy"] for r in acc["ours_tada"]["runs"]]
+                tada_vs_peer = results["gap_ours_tada_minus_peer"] = difference(tada, peer)
+                text += (f"; TADA {acc['ours_tada']['target_mean'] - strongest:+.2f} points against the stronger DANN, "
+                         f"{tada_vs_peer['mean']:+.2f} against the peer's over {len(tada)} / {len(peer)} seeds "
+                         f"({tada_vs_peer['ci95'][0]:+.2f} to {tada_vs_peer['ci95'][1]:+.2f})")
             text += "."
     return text
 
