@@ -139,14 +139,32 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
 
 
+def rank_rng_state(augment: torch.Generator) -> dict[str, Any]:
+    """What a torchrun rank draws from on its own (`tada.distributed.DistributedContext.own_random_streams`): the
+    global torch generator (dropout; CPU and CUDA) and its crop generator. Rank 0 saves every rank's."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "augment": augment.get_state()}
+
+
+def set_rank_rng_state(state: dict[str, Any], augment: torch.Generator) -> None:
+    """Put back what `rank_rng_state` captured on this rank."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    augment.set_state(state["augment"])
+
+
 def training_fingerprint(config: Config, task: DomainTask, world_size: int) -> str:
     """What a training state is valid for: every setting that shapes training (not where or how often checkpoints
-    are written), the data itself, and the number of processes."""
+    are written), the data itself, and the number of processes (under torchrun also that each rank's own random
+    state is in it: checkpoints from before the ranks drew their own are not resumed)."""
     settings = config.to_dict()
     settings["train"] = {k: v for k, v in settings["train"].items() if k not in ("checkpoint_interval",
                                                                                   "checkpoint_dir")}
     relevant = {k: settings[k] for k in ("data", "model", "method", "optim", "train", "validators")}
-    digest = hashlib.sha256(json.dumps({"config": relevant, "world_size": world_size}, sort_keys=True).encode())
+    identity = {"config": relevant, "world_size": world_size, **({"rng": "per rank"} if world_size > 1 else {})}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for image_set in (task.source_train, task.target_train, task.source_test, task.target_test):
         if image_set is not None:
             digest.update(np.ascontiguousarray(image_set.images).tobytes())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tada.models.network import TadaNet
@@ -63,6 +64,31 @@ class DistributedContext:
         if sync_batchnorm and self.device.type == "cuda":  # SyncBatchNorm is GPU-only
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def own_random_streams(self, seed: int, shared: torch.Generator) -> torch.Generator:
+        """Give this rank its own random draws; return the generator its crops and flips come from.
+
+        Every rank is seeded alike (`tada.checkpoint.seed_everything`) so the replicas start equal and ``shared``
+        (the batch order, which all ranks must agree on) stays in step. Left like that, rank 1's image i would get
+        the same dropout mask, crop and flip as rank 0's image i in every step: the global batch's draws would not
+        be independent, as they are in one process. So under torchrun the global torch generator (dropout, CPU and
+        CUDA) is re-seeded from ``(seed, rank)`` and the crops get a generator of their own; a single process is
+        left exactly as it was (``shared`` draws its crops too), so its runs do not change."""
+        if not self.group:
+            return shared
+        dropout_seed, augment_seed = (int(s) for s in np.random.SeedSequence([seed, self.rank]).generate_state(2))
+        torch.manual_seed(dropout_seed)
+        return torch.Generator().manual_seed(augment_seed)
+
+    def gather(self, value: object) -> list[object]:
+        """``value`` of every rank, in rank order (``[value]`` in a single process)."""
+        if not self.group:
+            return [value]
+        import torch.distributed as td
+
+        gathered: list[object] = [None] * self.world_size
+        td.all_gather_object(gathered, value)
+        return gathered
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean over ranks of a logged scalar, so rank 0 logs the global batch's loss."""

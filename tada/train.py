@@ -19,9 +19,11 @@ import torch
 
 from tada.checkpoint import (
     CheckpointStore,
+    rank_rng_state,
     rng_state,
     save_checkpoint,
     seed_everything,
+    set_rank_rng_state,
     set_rng_state,
     training_fingerprint,
 )
@@ -135,7 +137,8 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
     model = model.to(device, memory_format=torch.channels_last if t.channels_last else torch.preserve_format)
     optimizer = build_optimizer(model, config.optim)
     net = dist.wrap(model, t.sync_batchnorm)
-    generator = torch.Generator().manual_seed(t.seed)
+    generator = torch.Generator().manual_seed(t.seed)  # the batch order: the same on every rank
+    augment = dist.own_random_streams(t.seed, generator)  # crops and flips (in one process: ``generator``)
     per_rank = t.batch_size // dist.world_size
     source_x, target_x = task.source_train.images, task.target_train.images  # uint8, in memory or memory-mapped
     source_y = torch.from_numpy(task.source_train.labels)
@@ -162,6 +165,8 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
             stream.load_state_dict(state["streams"][name])
         running, best = {k: v.to(device) for k, v in state["running"].items()}, state["best"]
         set_rng_state(state["rng"], generator)
+        if dist.group:
+            set_rank_rng_state(state["ranks"][dist.rank], augment)
         for row in state["log"]:
             emit(row["kind"], row["step"], row["values"])
         if dist.is_main:
@@ -172,7 +177,7 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
     for step in range(first_step, t.iterations + 1):
         si, ti = streams["source"].next(), streams["target"].next()
         x = torch.cat([_batch(source_x, si, device, t.pin_memory), _batch(target_x, ti, device, t.pin_memory)])
-        x = crop_batch(x, config.data.image_size, t.augment, generator).to(device, non_blocking=True)
+        x = crop_batch(x, config.data.image_size, t.augment, augment).to(device, non_blocking=True)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         stats = train_step(net, optimizer, config, method, x, source_y[si].to(device, non_blocking=True), step)
@@ -191,11 +196,13 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
                         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
             emit("eval", step, metrics)
         if store is not None and step % t.checkpoint_interval == 0 and step < t.iterations:
+            ranks = dist.gather(rank_rng_state(augment)) if dist.group else None
             if dist.is_main:
                 store.save(step, {
                     "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "streams": {name: stream.state_dict() for name, stream in streams.items()},
                     "running": {k: v.detach().cpu() for k, v in running.items()}, "rng": rng_state(generator),
+                    "ranks": ranks,
                     "best": best, "log": [{"kind": r.kind, "step": r.step, "values": r.values} for r in result.log],
                 })
             dist.barrier()

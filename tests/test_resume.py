@@ -110,6 +110,57 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert run_metrics["final"] == ref_metrics["final"] and run_metrics["evaluations"] == ref_metrics["evaluations"]
 
 
+def running_under(path: Path) -> list[int]:
+    """Pids of the processes whose command line names ``path`` (a run's own temporary directory)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(path).encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_torchrun_sigkill_then_resume_is_bit_identical(tmp_path):
+    """Two processes (gloo), each rank with its own dropout masks, crops and flips: the checkpoint holds every rank's
+    random state, so a torchrun launch killed mid-run and started again ends as the uninterrupted launch does."""
+    common = {"train.iterations": 300, "train.eval_interval": 100, "train.log_interval": 20, "train.augment": True,
+              "data.load_size": 32}
+    write_params(tmp_path / "reference.yaml", {**common, "train.checkpoint_interval": 0})
+    write_params(tmp_path / "killed.yaml", {**common, "train.checkpoint_interval": 50,
+                                            "train.checkpoint_dir": str(tmp_path / "ckpt")})
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tada.cli",
+              "train", "--quiet"]
+    started = time.monotonic()
+    subprocess.run([*launch, "--params", str(tmp_path / "reference.yaml"), "--model", str(tmp_path / "ref.pt"),
+                    "--metrics", str(tmp_path / "ref.json")], check=True, capture_output=True)
+    reference_seconds = time.monotonic() - started
+
+    args = [*launch, "--params", str(tmp_path / "killed.yaml"), "--model", str(tmp_path / "run.pt"),
+            "--metrics", str(tmp_path / "run.json")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 3 * reference_seconds + 60
+    while not list((tmp_path / "ckpt").glob("*/step_00000100.pt")):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    for pid in running_under(tmp_path / "killed.yaml"):  # the launcher and both ranks, at once
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert not running_under(tmp_path / "killed.yaml")
+    assert not (tmp_path / "run.pt").exists()  # killed before the end
+
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resumed from" in again.stdout + again.stderr
+    ref, run = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("ref", "run"))
+    assert_same_weights(run["model"], ref["model"])
+    ref_metrics, run_metrics = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ref", "run"))
+    assert run_metrics["final"] == ref_metrics["final"] and run_metrics["evaluations"] == ref_metrics["evaluations"]
+
+
 KILL_WHILE_WRITING = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
@@ -137,10 +188,9 @@ def test_kill_while_writing_leaves_the_previous_file(tmp_path, name):
 def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp_path):
     """DDP over gloo: each rank takes half of every global batch. BatchNorm statistics are per rank on the CPU
     (SyncBatchNorm is GPU-only; with 16 + 16 images per rank they differ from the 32 + 32 of one process), so the
-    runs are not bit-identical. Stated tolerance: the final source and target accuracies within 10 points. Measured
-    after issue 13's training changes: 6.3 points apart after these 300 steps, 10 after 150 steps without a full
-    anneal, 8 for source-only too (so not the adversarial game alone); before them, equal to 3 decimals. Which of
-    the changes (schedules, dropout masks, BatchNorm in G_d) widened it is not isolated yet."""
+    runs are not bit-identical. Stated tolerance: the final source and target accuracies within 5 points. Measured:
+    target 46.4 % against 44.9 % (1.5 points), source 71 against 70, now that each rank draws its own dropout
+    masks; while every rank drew rank 0's masks (the same seed everywhere) the target was 6.3 points apart."""
     write_params(tmp_path / "p.yaml", {"data.source_train_per_class": 30, "data.source_test_per_class": 10,
                                        "train.batch_size": 32, "train.iterations": 300, "train.eval_interval": 100,
                                        "train.log_interval": 50, "train.checkpoint_interval": 0,
@@ -158,8 +208,8 @@ def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp
     one, dist = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     for a, b in zip(one["final"].items(), dist["final"].items(), strict=True):
         assert a[0] == b[0]
-    assert abs(one["final"]["target_accuracy"] - dist["final"]["target_accuracy"]) <= 0.10
-    assert abs(one["final"]["source_accuracy"] - dist["final"]["source_accuracy"]) <= 0.10
+    assert abs(one["final"]["target_accuracy"] - dist["final"]["target_accuracy"]) <= 0.05
+    assert abs(one["final"]["source_accuracy"] - dist["final"]["source_accuracy"]) <= 0.05
     assert [e["step"] for e in one["evaluations"]] == [e["step"] for e in dist["evaluations"]]
 
 

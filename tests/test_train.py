@@ -119,3 +119,30 @@ def test_select_keeps_the_snapshot_with_the_best_validator_and_reports_the_last_
 def test_select_never_names_target_labels(tiny_config):
     with pytest.raises(ConfigError, match="train.select must be one of last, source_accuracy"):
         tiny_config.replace({"train.select": "target_accuracy"})
+
+
+def test_each_torchrun_rank_draws_its_own_dropout_masks_and_crops():
+    from tada.distributed import DistributedContext
+
+    shared = torch.Generator().manual_seed(7)
+    shared_state = shared.get_state()
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    single = DistributedContext(0, 1, torch.device("cpu"), False)
+    assert single.own_random_streams(7, shared) is shared  # one process: crops from the batch-order generator,
+    assert torch.equal(torch.get_rng_state(), before)  # and nothing re-seeded: its runs do not change
+    assert single.gather("x") == ["x"]
+
+    def draws(rank: int, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(seed)  # every rank is seeded alike first (seed_everything), then made its own
+        augment = DistributedContext(rank, 2, torch.device("cpu"), True).own_random_streams(seed, shared)
+        return torch.rand(256), torch.rand(256, generator=augment)  # a dropout mask's draws, a crop's
+
+    (mask0, crop0), (mask1, crop1) = draws(0), draws(1)
+    assert not torch.equal(mask0, mask1) and not torch.equal(crop0, crop1)  # rank 1's image i: not rank 0's masks
+    assert not torch.equal(mask0, crop0)  # masks and crops are separate streams
+    torch.manual_seed(7)
+    assert not torch.equal(torch.rand(256), mask0)  # and neither is the seed's own stream, which built the weights
+    assert all(torch.equal(a, b) for a, b in zip(draws(1), (mask1, crop1), strict=True))  # reproducible
+    assert not torch.equal(draws(1, seed=8)[0], mask1)  # and a function of the seed
+    assert torch.equal(shared.get_state(), shared_state)  # the batch order, shared by all ranks, is not touched
