@@ -323,12 +323,14 @@ def difference(a: list[float], b: list[float], draws: int = 20000, seed: int = 0
                                                           float(np.percentile(boot, 97.5))]}
 
 
-def paired_difference(a: list[dict], b: list[dict], draws: int = 20000, seed: int = 0) -> dict:
+def paired_difference(a: list[dict], b: list[dict], draws: int = 20000, seed: int = 0) -> dict | None:
     """Mean per-seed difference of target accuracy (points), ``a`` minus ``b``, over the seeds both ran with the same
-    thread count, with a 95 % bootstrap interval (seeds resampled)."""
+    thread count, with a 95 % bootstrap interval (seeds resampled); None when they share no such seed."""
     by_seed = {(r["seed"], r["threads"]): 100 * r["target_accuracy"] for r in b}
     diff = np.asarray([100 * r["target_accuracy"] - by_seed[(r["seed"], r["threads"])] for r in a
                        if (r["seed"], r["threads"]) in by_seed])
+    if diff.size == 0:
+        return None
     boot = np.random.default_rng(seed).choice(diff, (draws, len(diff))).mean(1)
     return {"mean": float(diff.mean()), "seeds": len(diff),
             "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
@@ -354,10 +356,14 @@ def report(results: dict) -> str:
     if "accuracy" in results:
         acc = results["accuracy"]
         header = "| implementation | target accuracy (%) | seeds | seeds 0-2 |\n|---|---|---|---|\n"
+
+        def first_three(runs: list[dict]) -> str:
+            values = [100 * r["target_accuracy"] for r in runs if r["seed"] in (0, 1, 2)]
+            return f"{statistics.fmean(values):.2f}" if values else "-"
+
         text += ("\n\n" if text else "") + header + "\n".join(
             f"| {name} | {a['target_mean']:.2f} ± {a['target_std']:.2f} | {len(a['runs'])} | "
-            f"{statistics.fmean(100 * r['target_accuracy'] for r in a['runs'] if r['seed'] in (0, 1, 2)):.2f} |"
-            for name, a in acc.items())
+            f"{first_three(a['runs'])} |" for name, a in acc.items())
         if "peer" in acc and "ours_dann" in acc:
             ours = [100 * r["target_accuracy"] for r in acc["ours_dann"]["runs"]]
             peer = [100 * r["target_accuracy"] for r in acc["peer"]["runs"]]
@@ -374,9 +380,10 @@ def report(results: dict) -> str:
                 results["gap_ours_dann_torch_dropout_minus_peer"] = vs_peer
                 results["ours_dann_minus_torch_dropout_paired"] = paired
                 text += (f"; with torch's dropout in place of ours {vs_peer['mean']:+.2f} ({len(torch_runs)} seeds, "
-                         f"{vs_peer['ci95'][0]:+.2f} to {vs_peer['ci95'][1]:+.2f}); ours minus torch's dropout, seed "
-                         f"for seed: {paired['mean']:+.2f} over {paired['seeds']} seeds ({paired['ci95'][0]:+.2f} to "
-                         f"{paired['ci95'][1]:+.2f})")
+                         f"{vs_peer['ci95'][0]:+.2f} to {vs_peer['ci95'][1]:+.2f})")
+                if paired is not None:  # None: no seed run by both with the same threads
+                    text += (f"; ours minus torch's dropout, seed for seed: {paired['mean']:+.2f} over "
+                             f"{paired['seeds']} seeds ({paired['ci95'][0]:+.2f} to {paired['ci95'][1]:+.2f})")
             if "ours_tada" in acc:
                 strongest = max(acc[n]["target_mean"] for n in ("ours_dann", "peer", "plain") if n in acc)
                 tada = [100 * r["target_accuracy"] for r in acc["ours_tada"]["runs"]]

@@ -15,3 +15,28 @@ def test_benchmark_imports_and_explains_itself(script):
                           text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def test_reference_dann_report_pairs_seeds_only_where_both_ran_them():
+    import importlib.util
+    import statistics
+
+    spec = importlib.util.spec_from_file_location("reference_dann", ROOT / "benchmarks" / "reference_dann.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def entry(seeds: list[int], base: float) -> dict:
+        runs = [{"seed": s, "threads": 1, "target_accuracy": base + 0.01 * (s % 3)} for s in seeds]
+        values = [100 * r["target_accuracy"] for r in runs]
+        return {"target_mean": statistics.fmean(values), "target_std": statistics.stdev(values), "runs": runs}
+
+    paired = bench.paired_difference(entry([0, 1, 2], 0.81)["runs"], entry([0, 1, 2, 3], 0.80)["runs"])
+    assert paired["seeds"] == 3 and abs(paired["mean"] - 1.0) < 1e-9
+    assert bench.paired_difference(entry([0, 1], 0.8)["runs"], entry([2, 3], 0.8)["runs"]) is None
+
+    results = {"accuracy": {"ours_dann": entry([0, 1, 2], 0.78), "peer": entry([0, 1, 2], 0.80),
+                            "ours_dann_torch_dropout": entry([3, 4, 5], 0.80)}}  # no seed in common with ours
+    text = bench.report(results)
+    assert "-2.00 points against the peer's" in text and "NOT met" in text
+    assert "with torch's dropout in place of ours" in text and "seed for seed" not in text
+    assert "ours_dann_minus_torch_dropout_paired" in results and results["ours_dann_minus_torch_dropout_paired"] is None
