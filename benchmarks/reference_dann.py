@@ -22,6 +22,8 @@ lives in its own virtual environment:
     # more seeds for some implementations, keeping the runs already in the table, two 1-thread runs at a time:
     python benchmarks/reference_dann.py --peer-python .peer/bin/python --only accuracy --impls ours_dann peer \
         --seeds $(seq 0 39) --threads 1 --jobs 2 --add-to benchmarks/results/reference_dann.json
+    # the comparisons (gaps, paired differences) re-made from a result file, in place:
+    python benchmarks/reference_dann.py --report benchmarks/results/reference_dann.json
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ TARGET_DANN_OVER_PLAIN, TARGET_TADA_OVER_DANN, TARGET_POINTS_BELOW_PEER = 1.05, 
 VARIANTS = {"ours_tada_region_batchnorm": {"model.region_discriminator_norm": "batchnorm"},
             # our DANN with torch's own dropout (``F.dropout``: bernoulli_ masks) instead of `tada.models.dropout`:
             # then the plain loop and ours differ in nothing but code, so they must agree seed for seed
-            "ours_dann_torch_dropout": {}}
+            "ours_dann_torch_dropout": {},
+            # the one setting in which the peer's recipe differs from ours: its examples' weight decay (1e-3; the
+            # paper's and our default: 5e-4)
+            "ours_dann_weight_decay_1e-3": {"optim.weight_decay": 0.001}}
+# and the peer with ours: the same two recipes from its side
+PEER_VARIANTS = {"peer_weight_decay_5e-4": {"weight_decay": 5e-4}}
 
 
 # --- the plain loop: DANN written out with torch alone ---------------------------------------------------------------
@@ -96,9 +103,10 @@ def plain_step(net: nn.ModuleDict, opt: torch.optim.SGD, x: torch.Tensor, y: tor
 
 # --- the peer: dalib's DANN on our network -------------------------------------------------------------------------
 
-def peer_dann(classes: int):
+def peer_dann(classes: int, weight_decay: float = 1e-3):
     """Our LeNet + bottleneck + classifier (``tada.models``), dalib's DomainAdversarialLoss around its
-    DomainDiscriminator (BatchNorm, 1024 wide) with its warm-start gradient reversal."""
+    DomainDiscriminator (BatchNorm, 1024 wide) with its warm-start gradient reversal; its examples' weight decay
+    unless told otherwise."""
     from dalib.adaptation.dann import DomainAdversarialLoss
     from dalib.modules.domain_discriminator import DomainDiscriminator
 
@@ -109,7 +117,7 @@ def peer_dann(classes: int):
     net = nn.ModuleDict({"backbone": backbone, "bottleneck": bottleneck, "classifier": nn.Linear(256, classes)})
     adversary = DomainAdversarialLoss(DomainDiscriminator(256, 1024))
     params = [*net.parameters(), *adversary.parameters()]
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, nesterov=True)
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (1 + 0.001 * i) ** -0.75)
     return net, adversary, opt, schedule
 
@@ -172,7 +180,7 @@ def make_stepper(impl: str, data: dict, iterations: int, seed: int, deterministi
         net = plain_dann(10).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
         return net, lambda x, y: plain_step(net, opt, x, y, next(counter))
-    net, adversary, opt, schedule = peer_dann(10)
+    net, adversary, opt, schedule = peer_dann(10, **PEER_VARIANTS.get(impl, {}))
     net.train(), adversary.train()
     return net, lambda x, y: peer_step(net, adversary, opt, schedule, x, y)
 
@@ -200,7 +208,7 @@ def target_accuracy(impl: str, net, data: dict) -> float:
     net.eval()
     if impl == "plain":
         logits = net["classifier"](net["features"](x))
-    elif impl == "peer":
+    elif impl.startswith("peer"):
         logits = net["classifier"](net["bottleneck"](net["backbone"](x).mean(dim=(2, 3))))
     else:
         logits = net(x).logits
@@ -280,7 +288,8 @@ def accuracy(data: Path, peer_python: str | None, seeds: list[int], iterations: 
     ``threads`` threads. Runs already in ``previous`` (an earlier ``accuracy`` result: same budget) are kept, not
     repeated, so more seeds can be added to a table."""
     available = {"ours_dann": sys.executable, "plain": sys.executable, "ours_tada": sys.executable,
-                 **dict.fromkeys(VARIANTS, sys.executable), **({"peer": peer_python} if peer_python else {})}
+                 **dict.fromkeys(VARIANTS, sys.executable), **({"peer": peer_python} if peer_python else {}),
+                 **(dict.fromkeys(PEER_VARIANTS, peer_python) if peer_python else {})}
     chosen = {name: available[name] for name in (impls or available)}
     runs: dict[str, dict[int, dict]] = {name: {} for name in available if name in chosen or name in (previous or {})}
     for name, old in (previous or {}).items():  # implementations not chosen keep their earlier runs in the table
@@ -384,6 +393,23 @@ def report(results: dict) -> str:
                 if paired is not None:  # None: no seed run by both with the same threads
                     text += (f"; ours minus torch's dropout, seed for seed: {paired['mean']:+.2f} over "
                              f"{paired['seeds']} seeds ({paired['ci95'][0]:+.2f} to {paired['ci95'][1]:+.2f})")
+            weight_decay = {"ours_dann_weight_decay_1e-3": "ours_dann", "peer": "peer_weight_decay_5e-4"}
+            if all(name in acc for pair in weight_decay.items() for name in pair):  # each side at 1e-3 and 5e-4
+                effect = {f"{a}_minus_{b}": paired_difference(acc[a]["runs"], acc[b]["runs"])
+                          for a, b in weight_decay.items()}
+                same = {wd: difference(*([100 * r["target_accuracy"] for r in acc[n]["runs"]] for n in pair))
+                        for wd, pair in (("5e-4", ("ours_dann", "peer_weight_decay_5e-4")),
+                                         ("1e-3", ("ours_dann_weight_decay_1e-3", "peer")))}
+                results["weight_decay_1e-3_minus_5e-4_paired"] = effect
+                results["gap_ours_dann_minus_peer_same_weight_decay"] = same
+                text += "; weight decay 1e-3 minus 5e-4, seed for seed: " + ", ".join(
+                    f"{'ours' if a.startswith('ours') else 'peer'} {e['mean']:+.2f} over {e['seeds']} seeds "
+                    f"({e['ci95'][0]:+.2f} to {e['ci95'][1]:+.2f})"
+                    for a, e in zip(weight_decay, effect.values(), strict=True) if e is not None)
+                text += "; our DANN against the peer's at the same weight decay: " + ", ".join(
+                    f"{wd} {g['mean']:+.2f} ({g['ci95'][0]:+.2f} to {g['ci95'][1]:+.2f}"
+                    f"{'' if g['mean'] >= -TARGET_POINTS_BELOW_PEER else ', more than 1 point below'})"
+                    for wd, g in same.items())
             if "ours_tada" in acc:
                 strongest = max(acc[n]["target_mean"] for n in ("ours_dann", "peer", "plain") if n in acc)
                 tada = [100 * r["target_accuracy"] for r in acc["ours_tada"]["runs"]]
@@ -416,11 +442,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--add-to", type=Path, help="an earlier accuracy JSON: keep its runs, train only the "
                         "missing seeds, write the combined table")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "reference_dann.json")
+    parser.add_argument("--report", type=Path, metavar="JSON", help="only re-make the report (markdown and the "
+                        "comparisons) of an earlier result file, in place: no training, no timing")
     args = parser.parse_args(argv)
     if args.mode == "worker":
         return worker(args)
     if args.mode == "train":
         return train_to_end(args)
+    if args.report:
+        results = json.loads(args.report.read_text())
+        results["markdown"] = report(results)
+        print(results["markdown"])
+        sys.path.insert(0, str(ROOT))
+        from tada.io import write_json_atomic
+
+        write_json_atomic(args.report, results)
+        return 0
     results: dict = {"command": " ".join(["python", "benchmarks/reference_dann.py", *(argv or sys.argv[1:])]),
                      "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                      "torch": torch.__version__, "speed_batch": args.speed_batch, "batch": args.batch,

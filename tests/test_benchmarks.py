@@ -40,3 +40,11 @@ def test_reference_dann_report_pairs_seeds_only_where_both_ran_them():
     assert "-2.00 points against the peer's" in text and "NOT met" in text
     assert "with torch's dropout in place of ours" in text and "seed for seed" not in text
     assert "ours_dann_minus_torch_dropout_paired" in results and results["ours_dann_minus_torch_dropout_paired"] is None
+
+    results["accuracy"].update({"ours_dann_weight_decay_1e-3": entry([0, 1, 2], 0.79),
+                                "peer_weight_decay_5e-4": entry([0, 1, 2], 0.795)})
+    text = bench.report(results)
+    assert results["weight_decay_1e-3_minus_5e-4_paired"]["ours_dann_weight_decay_1e-3_minus_ours_dann"]["mean"] \
+        == pytest.approx(1.0)
+    assert results["gap_ours_dann_minus_peer_same_weight_decay"]["5e-4"]["mean"] == pytest.approx(-1.5)
+    assert "5e-4 -1.50" in text and "more than 1 point below" in text and "1e-3 -1.00" in text
