@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,19 +79,20 @@ def write_params(path: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params))
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    common = {"train.iterations": 400, "train.eval_interval": 100, "train.log_interval": 20}
+def kill_at_step_100_then_resume(tmp_path: Path, command: list[str], common: dict,
+                                 kill: Callable[[subprocess.Popen], None]) -> None:
+    """Run ``command`` with ``common`` uninterrupted (``ref``), then with checkpoints every 50 steps, ``kill`` it once
+    the step-100 checkpoint exists and run it again (``run``): the second run resumes and ends bit-identical to
+    ``ref``."""
     write_params(tmp_path / "reference.yaml", {**common, "train.checkpoint_interval": 0})
     write_params(tmp_path / "killed.yaml", {**common, "train.checkpoint_interval": 50,
                                             "train.checkpoint_dir": str(tmp_path / "ckpt")})
-    tada = [sys.executable, "-m", "tada.cli", "train", "--quiet"]
     started = time.monotonic()
-    subprocess.run([*tada, "--params", str(tmp_path / "reference.yaml"), "--model", str(tmp_path / "ref.pt"),
+    subprocess.run([*command, "--params", str(tmp_path / "reference.yaml"), "--model", str(tmp_path / "ref.pt"),
                     "--metrics", str(tmp_path / "ref.json")], check=True, capture_output=True)
     reference_seconds = time.monotonic() - started  # the whole run: the killed one must reach step 100 well before
 
-    args = [*tada, "--params", str(tmp_path / "killed.yaml"), "--model", str(tmp_path / "run.pt"),
+    args = [*command, "--params", str(tmp_path / "killed.yaml"), "--model", str(tmp_path / "run.pt"),
             "--metrics", str(tmp_path / "run.json")]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 3 * reference_seconds + 60
@@ -98,16 +100,24 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         assert proc.poll() is None, proc.stdout.read().decode()
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
+    kill(proc)
     proc.wait()
     assert not (tmp_path / "run.pt").exists()  # killed before the end
 
-    again = subprocess.run(args, capture_output=True, text=True, check=True)
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
     assert "resumed from" in again.stdout + again.stderr
     ref, run = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("ref", "run"))
     assert_same_weights(run["model"], ref["model"])
     ref_metrics, run_metrics = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ref", "run"))
     assert run_metrics["final"] == ref_metrics["final"] and run_metrics["evaluations"] == ref_metrics["evaluations"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    kill_at_step_100_then_resume(tmp_path, [sys.executable, "-m", "tada.cli", "train", "--quiet"],
+                                 {"train.iterations": 400, "train.eval_interval": 100, "train.log_interval": 20},
+                                 lambda proc: os.kill(proc.pid, signal.SIGKILL))
 
 
 def running_under(path: Path) -> list[int]:
@@ -126,39 +136,18 @@ def running_under(path: Path) -> list[int]:
 def test_torchrun_sigkill_then_resume_is_bit_identical(tmp_path):
     """Two processes (gloo), each rank with its own dropout masks, crops and flips: the checkpoint holds every rank's
     random state, so a torchrun launch killed mid-run and started again ends as the uninterrupted launch does."""
-    common = {"train.iterations": 300, "train.eval_interval": 100, "train.log_interval": 20, "train.augment": True,
-              "data.load_size": 32}
-    write_params(tmp_path / "reference.yaml", {**common, "train.checkpoint_interval": 0})
-    write_params(tmp_path / "killed.yaml", {**common, "train.checkpoint_interval": 50,
-                                            "train.checkpoint_dir": str(tmp_path / "ckpt")})
+
+    def kill_launcher_and_ranks(proc: subprocess.Popen) -> None:
+        for pid in running_under(tmp_path / "killed.yaml"):  # the launcher and both ranks, at once
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        assert not running_under(tmp_path / "killed.yaml")
+
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tada.cli",
               "train", "--quiet"]
-    started = time.monotonic()
-    subprocess.run([*launch, "--params", str(tmp_path / "reference.yaml"), "--model", str(tmp_path / "ref.pt"),
-                    "--metrics", str(tmp_path / "ref.json")], check=True, capture_output=True)
-    reference_seconds = time.monotonic() - started
-
-    args = [*launch, "--params", str(tmp_path / "killed.yaml"), "--model", str(tmp_path / "run.pt"),
-            "--metrics", str(tmp_path / "run.json")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 3 * reference_seconds + 60
-    while not list((tmp_path / "ckpt").glob("*/step_00000100.pt")):
-        assert proc.poll() is None, proc.stdout.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    for pid in running_under(tmp_path / "killed.yaml"):  # the launcher and both ranks, at once
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    assert not running_under(tmp_path / "killed.yaml")
-    assert not (tmp_path / "run.pt").exists()  # killed before the end
-
-    again = subprocess.run(args, capture_output=True, text=True)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "resumed from" in again.stdout + again.stderr
-    ref, run = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("ref", "run"))
-    assert_same_weights(run["model"], ref["model"])
-    ref_metrics, run_metrics = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ref", "run"))
-    assert run_metrics["final"] == ref_metrics["final"] and run_metrics["evaluations"] == ref_metrics["evaluations"]
+    kill_at_step_100_then_resume(tmp_path, launch,
+                                 {"train.iterations": 300, "train.eval_interval": 100, "train.log_interval": 20,
+                                  "train.augment": True, "data.load_size": 32}, kill_launcher_and_ranks)
 
 
 KILL_WHILE_WRITING = textwrap.dedent("""
