@@ -1,7 +1,8 @@
 """Where a training process runs: its device, and its place among the processes of a torchrun launch.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank trains a replica wrapped in DistributedDataParallel (gloo on
-CPUs, nccl on GPUs, one device per ``LOCAL_RANK``); only rank 0 logs and writes.
+CPUs, nccl on GPUs, one device per ``LOCAL_RANK``); the ranks share each evaluation (`tada.evaluate.predict_shared`);
+only rank 0 logs and writes.
 """
 
 from __future__ import annotations
@@ -79,6 +80,20 @@ class DistributedContext:
         dropout_seed, augment_seed = (int(s) for s in np.random.SeedSequence([seed, self.rank]).generate_state(2))
         torch.manual_seed(dropout_seed)
         return torch.Generator().manual_seed(augment_seed)
+
+    def share_main_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics), before the ranks evaluate together.
+
+        DistributedDataParallel keeps the parameters equal on every rank and sends rank 0's buffers at the start of
+        each forward, but each rank then updates its running statistics with its own share of the batch: after a
+        step they differ, and the model written is rank 0's. Training is unaffected (the next forward sends rank
+        0's buffers again)."""
+        if not self.group:
+            return
+        import torch.distributed as td
+
+        for buffer in model.buffers():
+            td.broadcast(buffer, src=0)
 
     def gather(self, value: object) -> list[object]:
         """``value`` of every rank, in rank order (``[value]`` in a single process)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -12,6 +12,9 @@ from tada import validators
 from tada.config import ValidatorsConfig
 from tada.data.task import DomainTask, ImageSet, center_crop, spaced, to_tensor
 from tada.models.network import TadaNet
+
+if TYPE_CHECKING:
+    from tada.distributed import DistributedContext
 
 
 @torch.no_grad()
@@ -37,6 +40,21 @@ def predict(model: TadaNet, images: torch.Tensor | np.ndarray, batch_size: int =
                 parts.setdefault(name, []).append(value.cpu())
     model.train(was_training)
     return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def predict_shared(model: TadaNet, images: np.ndarray, batch_size: int,
+                   dist: DistributedContext | None = None) -> dict[str, torch.Tensor]:
+    """`predict` with the images split between the processes of a torchrun launch: each rank predicts its own
+    contiguous share and every rank gets all the outputs back, in image order (a single process: `predict`).
+
+    Every rank must hold the same weights and buffers (`DistributedContext.share_main_buffers`), so the outputs are
+    those of rank 0's model, each image's computed once."""
+    if dist is None or dist.world_size == 1:
+        return predict(model, images, batch_size)
+    n = images.shape[0]
+    own = predict(model, images[n * dist.rank // dist.world_size : n * (dist.rank + 1) // dist.world_size], batch_size)
+    shares = [share for share in dist.gather(own) if share]  # a rank with no image (n < ranks) sends {}
+    return {name: torch.cat([share[name] for share in shares]) for name in (shares[0] if shares else {})}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -78,8 +96,12 @@ def _domain_metrics(prefix: str, out: dict[str, torch.Tensor], labels: np.ndarra
     return metrics
 
 
-def evaluate_heldout(model: TadaNet, held_out: HeldOut, batch_size: int, cfg: ValidatorsConfig) -> dict[str, float]:
+def evaluate_heldout(model: TadaNet, held_out: HeldOut, batch_size: int, cfg: ValidatorsConfig,
+                     dist: DistributedContext | None = None) -> dict[str, float]:
     """The held-out evaluation every caller shares (training's evaluations, the evaluate stage, the quality gate).
+
+    Under torchrun (``dist``) the ranks share the predictions (`predict_shared`) and every rank returns the same
+    metrics.
 
     Returns:
         ``source_accuracy`` and, where the model has them, ``source_mean_local_attention`` and
@@ -87,13 +109,13 @@ def evaluate_heldout(model: TadaNet, held_out: HeldOut, batch_size: int, cfg: Va
         images; every label-free validator of `tada.validators` (computed on the unlabelled target images, never
         with a target label) and ATC's ``atc_threshold``.
     """
-    source = predict(model, held_out.source_val.images, batch_size)
+    source = predict_shared(model, held_out.source_val.images, batch_size, dist)
     metrics = _domain_metrics("source", source, held_out.source_val.labels)
     if held_out.target_test is not None:
-        metrics |= _domain_metrics("target", predict(model, held_out.target_test.images, batch_size),
+        metrics |= _domain_metrics("target", predict_shared(model, held_out.target_test.images, batch_size, dist),
                                    held_out.target_test.labels)
-    target = predict(model, held_out.target, batch_size)
-    source_train = predict(model, held_out.source_train, batch_size)
+    target = predict_shared(model, held_out.target, batch_size, dist)
+    source_train = predict_shared(model, held_out.source_train, batch_size, dist)
     scores = validators.score_all(
         {"logits": source["logits"].numpy(), "features": source["features"].numpy(),
          "labels": held_out.source_val.labels},

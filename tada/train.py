@@ -190,7 +190,8 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
                                  **{name: dist.mean(total / count).item() for name, total in running.items()}})
             running = {}
         if step % t.eval_interval == 0 or step == t.iterations:
-            metrics = evaluate_heldout(model, held_out, t.eval_batch_size, config.validators)
+            dist.share_main_buffers(model)  # the ranks evaluate rank 0's model (the one written), each a share
+            metrics = evaluate_heldout(model, held_out, t.eval_batch_size, config.validators, dist)
             if t.select != "last" and (best is None or metrics[t.select] > best["score"]):  # label-free only
                 best = {"step": step, "score": metrics[t.select],
                         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}

@@ -146,3 +146,72 @@ def test_each_torchrun_rank_draws_its_own_dropout_masks_and_crops():
     assert all(torch.equal(a, b) for a, b in zip(draws(1), (mask1, crop1), strict=True))  # reproducible
     assert not torch.equal(draws(1, seed=8)[0], mask1)  # and a function of the seed
     assert torch.equal(shared.get_state(), shared_state)  # the batch order, shared by all ranks, is not touched
+
+
+SHARED_EVALUATION = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tada.config import Config
+from tada.data.task import ImageSet
+from tada.distributed import DistributedContext
+from tada.evaluate import HeldOut, evaluate_heldout, predict_shared
+from tada.methods import build_model
+
+dist = DistributedContext.from_env("cpu")
+torch.manual_seed(0)  # the same weights on every rank
+model = build_model(Config(), 10, 1)
+with torch.no_grad():  # each rank's running statistics drift in training (its own share of every batch)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.add_(dist.rank)
+seen = []
+model.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+rng = np.random.default_rng(0)
+images, labels = rng.integers(0, 256, (140, 28, 28), dtype=np.uint8), rng.integers(0, 10, 140)
+held_out = HeldOut(ImageSet(images[:37], labels[:37]), images[37:60], images[60:101],
+                   ImageSet(images[101:], labels[101:]))
+dist.share_main_buffers(model)
+metrics = evaluate_heldout(model, held_out, 16, Config().validators, dist)
+one = predict_shared(model, images[:1], 16, dist)  # fewer images than ranks: rank 0 has none
+torch.save({"metrics": metrics, "one": one, "seen": sum(seen), "state": model.state_dict(), "held_out": held_out},
+           Path(sys.argv[1]) / f"rank{dist.rank}.pt")
+dist.close()
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_the_evaluation_of_rank_0s_model(tmp_path):
+    """Under torchrun each rank predicts its share of the held-out images with rank 0's buffers, and every rank
+    ends with the metrics one process gets from rank 0's model."""
+    import subprocess
+    import sys
+
+    from tada.config import Config
+    from tada.evaluate import evaluate_heldout, predict
+    from tada.methods import build_model
+
+    (tmp_path / "shared_evaluation.py").write_text(SHARED_EVALUATION)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(tmp_path / "shared_evaluation.py"), str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    for name, value in rank0["state"].items():  # rank 1 now holds rank 0's running statistics
+        assert torch.equal(rank1["state"][name], value), name
+    assert rank0["metrics"] == rank1["metrics"]
+    # 140 images (37 + 23 + 41 + 39), each predicted once, on one rank: 18 + 11 + 20 + 19 on rank 0, the rest on
+    # rank 1, which also has the one image of the last call
+    assert (rank0["seen"], rank1["seen"]) == (68, 72 + 1)
+    model = build_model(Config(), 10, 1)
+    model.load_state_dict(rank0["state"])
+    alone = evaluate_heldout(model, rank0["held_out"], 16, Config().validators)
+    assert alone.keys() == rank0["metrics"].keys()
+    for name, value in alone.items():
+        assert rank0["metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    expected = predict(model, rank0["held_out"].source_val.images[:1], 16)
+    assert rank0["one"].keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.allclose(rank0["one"][name], value, atol=1e-6), name
