@@ -200,6 +200,18 @@ def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp
     assert abs(one["final"]["target_accuracy"] - dist["final"]["target_accuracy"]) <= 0.05
     assert abs(one["final"]["source_accuracy"] - dist["final"]["source_accuracy"]) <= 0.05
     assert [e["step"] for e in one["evaluations"]] == [e["step"] for e in dist["evaluations"]]
+    # the ranks shared the evaluations, each image on one rank: the metrics are those of the model written (rank 0's
+    # weights and BatchNorm statistics), as one process evaluating it finds them
+    from tada.checkpoint import load_checkpoint
+    from tada.data.default_task import build_default_task
+    from tada.evaluate import HeldOut, evaluate_heldout
+
+    model, config, _ = load_checkpoint(tmp_path / "two.pt")
+    again = evaluate_heldout(model, HeldOut.from_task(build_default_task(config.data), config.validators.max_images),
+                             config.train.eval_batch_size, config.validators)
+    assert again.keys() == dist["final"].keys() - {"step"}
+    for name, value in again.items():
+        assert dist["final"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
 def test_resume_keeps_the_selected_snapshot(tmp_path, tiny_task):
