@@ -345,6 +345,23 @@ def paired_difference(a: list[dict], b: list[dict], draws: int = 20000, seed: in
             "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
 
 
+KEPT = "  (runs of seeds already in it kept: "  # how the first result files chained their commands in one string
+
+
+def commands(results: dict) -> list[str]:
+    """Every command that produced the runs of a result file, oldest first: its ``earlier_commands`` and its own
+    ``command`` (files written before ``earlier_commands`` nest them in ``command``: unnested here)."""
+    if "earlier_commands" in results:
+        return [*results["earlier_commands"], results["command"]]
+    parts = results["command"].split(KEPT)
+    if len(parts) > 1:
+        closing = ")" * (len(parts) - 1)  # the nesting closes at the very end
+        if not parts[-1].endswith(closing):
+            raise ValueError(f"command: {len(parts) - 1} nested earlier commands but not closed: {parts[-1]!r}")
+        parts[-1] = parts[-1][: -len(closing)]
+    return parts[::-1]
+
+
 def report(results: dict) -> str:
     lines = ["| threads | implementation | wall ms / step | CPU ms / step | CPU vs plain | page faults / step |",
              "|---|---|---|---|---|---|"]
@@ -451,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         return train_to_end(args)
     if args.report:
         results = json.loads(args.report.read_text())
+        *earlier, results["command"] = commands(results)
+        if earlier:
+            results["earlier_commands"] = earlier
         results["markdown"] = report(results)
         print(results["markdown"])
         sys.path.insert(0, str(ROOT))
@@ -475,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"{args.add_to}: its runs used {earlier['iterations']} iterations of batch "
                                      f"{earlier['batch']}, not {args.iterations} of {args.batch}")
                 previous = earlier["accuracy"]
-                results["command"] += f"  (runs of seeds already in it kept: {earlier['command']})"
+                results["earlier_commands"] = commands(earlier)  # the runs kept came from these
             results["accuracy"] = accuracy(data, args.peer_python, args.seeds, args.iterations, args.batch,
                                            args.threads, args.jobs, args.impls, previous)
     results["markdown"] = report(results)

@@ -17,13 +17,31 @@ def test_benchmark_imports_and_explains_itself(script):
     assert "usage:" in done.stdout
 
 
-def test_reference_dann_report_pairs_seeds_only_where_both_ran_them():
+def reference_dann():
     import importlib.util
-    import statistics
 
     spec = importlib.util.spec_from_file_location("reference_dann", ROOT / "benchmarks" / "reference_dann.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_reference_dann_lists_the_commands_behind_a_result_file_oldest_first():
+    bench = reference_dann()
+    assert bench.commands({"command": "python a"}) == ["python a"]
+    nested = {"command": "python c --add-to b.json  (runs of seeds already in it kept: python b --add-to a.json  (runs "
+                         "of seeds already in it kept: python a (x)))"}
+    assert bench.commands(nested) == ["python a (x)", "python b --add-to a.json", "python c --add-to b.json"]
+    assert bench.commands({"command": "python c", "earlier_commands": ["python a", "python b"]}) == \
+        ["python a", "python b", "python c"]
+    with pytest.raises(ValueError, match="not closed"):
+        bench.commands({"command": "python b  (runs of seeds already in it kept: python a"})
+
+
+def test_reference_dann_report_pairs_seeds_only_where_both_ran_them():
+    import statistics
+
+    bench = reference_dann()
 
     def entry(seeds: list[int], base: float) -> dict:
         runs = [{"seed": s, "threads": 1, "target_accuracy": base + 0.01 * (s % 3)} for s in seeds]
