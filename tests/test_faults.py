@@ -2,8 +2,9 @@
 destroys or damages the last good outputs of any stage; the next successful run leaves no temporary behind, and git
 sees nothing but the outputs it is meant to carry.
 
-Kill points per stage: a third and two thirds of the way through a run (timed on a clean run), and at the instant the
-stage's first finished output would be moved into place (``tests/faultinject/sitecustomize.py``): nothing changes.
+Kill points per stage: a third and two thirds of the way through a run (timed on a clean run; earlier where a busy
+machine got the stage to its outputs before the kill), and at the instant the stage's first finished output would be
+moved into place (``tests/faultinject/sitecustomize.py``): nothing changes.
 A stage with several outputs moves them into place one after another at its very end, each atomically; killed at
 the second, the stage leaves the first new and the others old, and every one whole and readable (tested too).
 """
@@ -76,10 +77,30 @@ def repro(repo: Path, stage: str, extra_env: dict[str, str] | None = None) -> su
 
 
 def kill_after(process: subprocess.Popen, seconds: float) -> None:
-    time.sleep(seconds)
-    if process.poll() is None:
+    try:
+        process.communicate(timeout=seconds)  # a run that ends sooner is not waited for any longer
+    except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # DVC and the stage it runs: a lost machine, an OOM kill
-    process.communicate()
+        process.communicate()
+
+
+def kill_mid_run(repo: Path, stage: str, seconds: float) -> float:
+    """Run ``stage`` and SIGKILL it (DVC and the stage) ``seconds`` in, while the stage is still at work: a kill that
+    came after the stage had begun to move its outputs into place (a busy machine can run it much faster than the
+    timed clean run did, or DVC's own bookkeeping after the stage can take that long) tests nothing mid-run, so that
+    run counts as a finished one and the kill is tried again, earlier. Returns the time of the kill that counted."""
+    log = repo.parent / "replaced.log"
+    outs = outputs(repo)
+    for _ in range(6):
+        log.unlink(missing_ok=True)
+        before = snapshot(repo)
+        kill_after(repro(repo, stage, {"TADA_LOG_REPLACE": str(log)}), seconds)
+        moved = [Path(line) for line in log.read_text().splitlines()] if log.exists() else []
+        if not any(path == out or path.is_relative_to(out) for path in moved for out in outs):
+            assert snapshot(repo) == before, f"{stage} killed after {seconds:.1f} s changed an output"
+            return seconds
+        seconds /= 2
+    raise AssertionError(f"{stage} reached its outputs before every kill, the last {seconds * 2:.1f} s in")
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +121,7 @@ def test_a_killed_stage_leaves_every_previous_output_intact(repo, stage):
     assert clean.returncode == 0, out
     duration = time.monotonic() - started
     for point in (duration / 3, 2 * duration / 3):
-        before = snapshot(repo)
-        kill_after(repro(repo, stage), point)
-        assert snapshot(repo) == before, f"{stage} killed after {point:.1f} s changed an output"
+        kill_mid_run(repo, stage, point)
     before = snapshot(repo)
     killed = repro(repo, stage, {"TADA_KILL_AT_REPLACE": FIRST[stage]})
     killed.communicate()

@@ -4,6 +4,10 @@ With ``TADA_KILL_AT_REPLACE=<text>`` set, a pipeline stage (``python -m pipeline
 itself with SIGKILL at the moment it would move a finished temporary onto an output whose path contains ``<text>``
 (a file renamed with ``os.replace``, a directory swapped by ``tada.io._exchange``): the new content is complete on
 disk, nothing of it is in place yet.
+
+With ``TADA_LOG_REPLACE=<file>`` set, a stage appends the absolute path of every such move's destination to that file
+before it makes the move: a test that kills a run at a chosen time can tell a kill in the middle of the stage's work
+from one that came after the stage had begun to put its outputs in place.
 """
 
 import importlib.abc
@@ -12,6 +16,7 @@ import signal
 import sys
 
 _target = os.environ.get("TADA_KILL_AT_REPLACE")
+_log = os.environ.get("TADA_LOG_REPLACE")
 
 
 def _in_stage() -> bool:
@@ -21,8 +26,12 @@ def _in_stage() -> bool:
 
 def _dying(move):
     def move_or_die(src, dst, *args, **kwargs):
-        if _target in os.fspath(dst) and _in_stage():
-            os.kill(os.getpid(), signal.SIGKILL)
+        if _in_stage():
+            if _log:
+                with open(_log, "a") as log:
+                    log.write(os.path.abspath(os.fspath(dst)) + "\n")
+            if _target and _target in os.fspath(dst):
+                os.kill(os.getpid(), signal.SIGKILL)
         return move(src, dst, *args, **kwargs)
 
     return move_or_die
@@ -46,7 +55,7 @@ class _PatchIo(importlib.abc.MetaPathFinder):
         return spec
 
 
-if _target:
+if _target or _log:
     import importlib.util
 
     os.replace = _dying(os.replace)
