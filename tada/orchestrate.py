@@ -100,10 +100,68 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def _dvc_processes_in(repo: Path) -> list[int]:
+    """Pids of the DVC commands (``dvc ...``, ``python -m dvc ...``) other than this process working in ``repo``."""
+    import psutil  # DVC's own dependency
+
+    root, found = repo.resolve(), []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        cmdline, cwd = proc.info["cmdline"] or [], proc.info["cwd"]
+        if proc.info["pid"] != os.getpid() and cwd and any(Path(arg).name == "dvc" for arg in cmdline[:3]) and \
+                (Path(cwd) == root or root in Path(cwd).parents):
+            found.append(proc.info["pid"])
+    return found
+
+
+def recover_dvc_rwlock(repo: Path, on_line: Callable[[str], None] = print) -> bool:
+    """Remove DVC's table of stage locks, ``.dvc/tmp/rwlock``, where a killed DVC left it cut short.
+
+    DVC rewrites that file in place (truncate, then write) while it holds ``.dvc/tmp/rwlock.lock``; a DVC killed
+    between the two (an OOM kill, a timeout's SIGKILL) leaves it empty or half written, and from then on every
+    ``dvc repro`` fails with "Unable to read RWLock-file" (treeverse/dvc#7615) until someone deletes it: a scheduled
+    flow would fail every run. Holding that same guard, so no DVC is editing it, a file that is not JSON can only be
+    such a remnant. The entries it lost name the DVC processes working on stage outputs, so it is removed only when
+    no DVC command runs in ``repo`` (DVC drops the entries of processes that are gone anyway). Returns whether it
+    removed the file."""
+    path = repo / ".dvc" / "tmp" / "rwlock"
+
+    def readable() -> bool:
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return True
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return False
+        return True
+
+    if readable():  # the usual case, without touching DVC's locks
+        return False
+    from dvc.config import Config as DvcConfig
+    from dvc.lock import LockError, make_lock
+
+    hardlink = DvcConfig(dvc_dir=str(repo / ".dvc"))["core"].get("hardlink_lock", False)  # as DVC locks it
+    try:
+        with make_lock(str(path.parent / "rwlock.lock"), tmp_dir=str(path.parent), hardlink_lock=hardlink):
+            if readable():
+                return False
+            if running := _dvc_processes_in(repo):
+                on_line(f"{path} is cut short, but DVC is running in {repo} (pids {running}): left as it is")
+                return False
+            path.unlink()
+    except LockError:  # a DVC is editing it right now: not a remnant
+        return False
+    on_line(f"removed {path}: cut short by a DVC process killed while writing it, and no DVC runs here now "
+            "(treeverse/dvc#7615)")
+    return True
+
+
 def repro_stage(repo: Path, stage: str, timeout: float, on_line: Callable[[str], None] = print) -> StageRun:
-    """``dvc repro --single-item <stage>`` in ``repo``; raises `StageFailed` on a non-zero exit or a timeout."""
+    """``dvc repro --single-item <stage>`` in ``repo``; raises `StageFailed` on a non-zero exit or a timeout.
+
+    A lock table left cut short by an earlier, killed DVC is removed first (`recover_dvc_rwlock`)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    recover_dvc_rwlock(repo, on_line)
     start = time.perf_counter()
     returncode, tail = run_command([sys.executable, "-m", "dvc", "repro", "--single-item", stage], repo, timeout,
                                    on_line)

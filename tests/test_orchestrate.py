@@ -12,7 +12,8 @@ import pytest
 from repo_copy import ROOT, env
 
 from tada.config import ConfigError
-from tada.orchestrate import StageFailed, commit_stage, overridden_params, repro_stage, run_command
+from tada.orchestrate import (StageFailed, commit_stage, overridden_params, recover_dvc_rwlock, repro_stage,
+                              run_command)
 
 
 @pytest.fixture
@@ -56,6 +57,42 @@ def test_an_output_rewritten_after_the_stage_is_committed_and_the_stage_stays_up
     assert (dvc_repo / "out.txt").read_text() == "ok, and the gate's decision"
     with pytest.raises(StageFailed, match="commit nowhere"):
         commit_stage(dvc_repo, "nowhere", on_line=lambda line: None)
+
+
+def test_a_lock_table_cut_short_by_a_killed_dvc_is_removed_before_the_next_stage(dvc_repo):
+    """DVC rewrites .dvc/tmp/rwlock in place; killed mid-write it leaves it cut short, and plain DVC then fails."""
+    repro_stage(dvc_repo, "fetch", timeout=120, on_line=lambda line: None)
+    rwlock = dvc_repo / ".dvc" / "tmp" / "rwlock"
+    intact = rwlock.read_text()
+    assert not recover_dvc_rwlock(dvc_repo, on_line=lambda line: None) and rwlock.read_text() == intact
+    rwlock.write_text('{"write": {"out.txt": {"pid": 4')  # the writer died here
+    plain = subprocess.run([sys.executable, "-m", "dvc", "repro", "--force", "fetch"], cwd=dvc_repo, env=env(),
+                           capture_output=True, text=True)
+    assert plain.returncode != 0 and "Unable to read RWLock-file" in plain.stdout + plain.stderr
+
+    # while a DVC command works in the repository the table may be its: left alone
+    fake = dvc_repo.parent / "bin" / "dvc"  # run as DVC's console script runs: python .../bin/dvc
+    fake.parent.mkdir()
+    fake.write_text("import pathlib, sys, time\npathlib.Path(sys.argv[1]).touch()\ntime.sleep(60)\n")
+    busy = subprocess.Popen([sys.executable, str(fake), str(dvc_repo.parent / "started")], cwd=dvc_repo)
+    try:
+        while not (dvc_repo.parent / "started").exists():
+            assert busy.poll() is None
+            time.sleep(0.05)
+        lines = []
+        assert not recover_dvc_rwlock(dvc_repo, on_line=lines.append) and rwlock.exists()
+        assert f"pids [{busy.pid}]" in lines[0]
+    finally:
+        busy.kill()
+        busy.wait()
+
+    lines = []
+    run = repro_stage(dvc_repo, "fetch", timeout=120, on_line=lines.append)  # the next run of the flow
+    assert run.ran is False and any("cut short by a DVC process killed" in line for line in lines)
+    assert (dvc_repo / "out.txt").read_text() == "ok"
+    json_ok = subprocess.run([sys.executable, "-m", "dvc", "repro", "--force", "fetch"], cwd=dvc_repo, env=env(),
+                             capture_output=True, text=True)
+    assert json_ok.returncode == 0, json_ok.stdout + json_ok.stderr  # and DVC's own table works again
 
 
 def test_failed_stage_reports_its_own_exit_code_and_words(dvc_repo):
