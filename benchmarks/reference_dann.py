@@ -334,15 +334,20 @@ def difference(a: list[float], b: list[float], draws: int = 20000, seed: int = 0
 
 def paired_difference(a: list[dict], b: list[dict], draws: int = 20000, seed: int = 0) -> dict | None:
     """Mean per-seed difference of target accuracy (points), ``a`` minus ``b``, over the seeds both ran with the same
-    thread count, with a 95 % bootstrap interval (seeds resampled); None when they share no such seed."""
+    thread count, with a 95 % bootstrap interval (seeds resampled) and the correlation of the two accuracies; None
+    when they share no such seed."""
     by_seed = {(r["seed"], r["threads"]): 100 * r["target_accuracy"] for r in b}
     diff = np.asarray([100 * r["target_accuracy"] - by_seed[(r["seed"], r["threads"])] for r in a
                        if (r["seed"], r["threads"]) in by_seed])
     if diff.size == 0:
         return None
     boot = np.random.default_rng(seed).choice(diff, (draws, len(diff))).mean(1)
+    xa = np.asarray([100 * r["target_accuracy"] for r in a if (r["seed"], r["threads"]) in by_seed])
+    xb = xa - diff
     return {"mean": float(diff.mean()), "seeds": len(diff),
-            "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
+            "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "correlation": float(np.corrcoef(xa, xb)[0, 1]) if len(diff) > 2 and xa.std() > 0 and xb.std() > 0
+            else None}
 
 
 KEPT = "  (runs of seeds already in it kept: "  # how the first result files chained their commands in one string
@@ -427,6 +432,15 @@ def report(results: dict) -> str:
                     f"{wd} {g['mean']:+.2f} ({g['ci95'][0]:+.2f} to {g['ci95'][1]:+.2f}"
                     f"{'' if g['mean'] >= -TARGET_POINTS_BELOW_PEER else ', more than 1 point below'})"
                     for wd, g in same.items())
+            if "ours_dann_torch_dropout" in acc and "peer_weight_decay_5e-4" in acc:
+                # the same weights, masks, batches and recipe: only the order of floating-point operations differs
+                same = paired_difference(acc["ours_dann_torch_dropout"]["runs"], acc["peer_weight_decay_5e-4"]["runs"])
+                results["ours_dann_torch_dropout_minus_peer_weight_decay_5e-4_paired"] = same
+                if same is not None:
+                    text += (f"; our DANN with torch's dropout minus the peer's at 5e-4 (the same weights, masks and "
+                             f"recipe), seed for seed: {same['mean']:+.2f} over {same['seeds']} seeds "
+                             f"({same['ci95'][0]:+.2f} to {same['ci95'][1]:+.2f}"
+                             + (")" if same["correlation"] is None else f", correlation {same['correlation']:.2f})"))
             if "ours_tada" in acc:
                 strongest = max(acc[n]["target_mean"] for n in ("ours_dann", "peer", "plain") if n in acc)
                 tada = [100 * r["target_accuracy"] for r in acc["ours_tada"]["runs"]]

@@ -66,3 +66,12 @@ def test_reference_dann_report_pairs_seeds_only_where_both_ran_them():
         == pytest.approx(1.0)
     assert results["gap_ours_dann_minus_peer_same_weight_decay"]["5e-4"]["mean"] == pytest.approx(-1.5)
     assert "5e-4 -1.50" in text and "more than 1 point below" in text and "1e-3 -1.00" in text
+    assert results["ours_dann_torch_dropout_minus_peer_weight_decay_5e-4_paired"] is None  # seeds 3-5 against 0-2
+    assert "the same weights, masks and recipe" not in text
+
+    results["accuracy"]["peer_weight_decay_5e-4"] = entry([3, 4, 5, 6], 0.805)
+    text = bench.report(results)
+    same = results["ours_dann_torch_dropout_minus_peer_weight_decay_5e-4_paired"]
+    assert same["seeds"] == 3 and same["mean"] == pytest.approx(-0.5) and same["correlation"] == pytest.approx(1.0)
+    assert "the same weights, masks and recipe), seed for seed: -0.50 over 3 seeds" in text
+    assert bench.paired_difference(entry([0, 3], 0.8)["runs"], entry([0, 3], 0.7)["runs"])["correlation"] is None

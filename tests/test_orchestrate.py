@@ -12,8 +12,7 @@ import pytest
 from repo_copy import ROOT, env
 
 from tada.config import ConfigError
-from tada.orchestrate import (StageFailed, commit_stage, overridden_params, recover_dvc_rwlock, repro_stage,
-                              run_command)
+from tada.orchestrate import StageFailed, commit_stage, overridden_params, recover_dvc_rwlock, repro_stage, run_command
 
 
 @pytest.fixture
