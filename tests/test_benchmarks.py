@@ -53,25 +53,46 @@ def test_reference_dann_report_pairs_seeds_only_where_both_ran_them():
     assert bench.paired_difference(entry([0, 1], 0.8)["runs"], entry([2, 3], 0.8)["runs"]) is None
 
     results = {"accuracy": {"ours_dann": entry([0, 1, 2], 0.78), "peer": entry([0, 1, 2], 0.80),
-                            "ours_dann_torch_dropout": entry([3, 4, 5], 0.80)}}  # no seed in common with ours
+                            "ours_dann_torch_dropout": entry([3, 4, 5], 0.80)},  # no seed in common with ours
+               "gap_ours_dann_minus_peer_same_weight_decay": {}}  # a comparison under an old name: not kept
     text = bench.report(results)
-    assert "-2.00 points against the peer's" in text and "NOT met" in text
-    assert "with torch's dropout in place of ours" in text and "seed for seed" not in text
-    assert "ours_dann_minus_torch_dropout_paired" in results and results["ours_dann_minus_torch_dropout_paired"] is None
+    assert "-2.00 points against the peer's, each at its default" in text and "NOT met" in text
+    assert "seed for seed" not in text and not any(k.endswith("_paired") for k in results)
+    assert "gap_ours_dann_minus_peer_same_weight_decay" not in results
 
-    results["accuracy"].update({"ours_dann_weight_decay_1e-3": entry([0, 1, 2], 0.79),
+    results["accuracy"].update({"ours_dann_weight_decay_5e-4": entry([0, 1, 2], 0.77),
                                 "peer_weight_decay_5e-4": entry([0, 1, 2], 0.795)})
     text = bench.report(results)
-    assert results["weight_decay_1e-3_minus_5e-4_paired"]["ours_dann_weight_decay_1e-3_minus_ours_dann"]["mean"] \
-        == pytest.approx(1.0)
-    assert results["gap_ours_dann_minus_peer_same_weight_decay"]["5e-4"]["mean"] == pytest.approx(-1.5)
-    assert "5e-4 -1.50" in text and "more than 1 point below" in text and "1e-3 -1.00" in text
-    assert results["ours_dann_torch_dropout_minus_peer_weight_decay_5e-4_paired"] is None  # seeds 3-5 against 0-2
-    assert "the same weights, masks and recipe" not in text
+    effect = results["weight_decay_1e-3_minus_5e-4_paired"]
+    assert effect["ours_dann_minus_ours_dann_weight_decay_5e-4"]["mean"] == pytest.approx(1.0)
+    assert effect["peer_minus_peer_weight_decay_5e-4"]["mean"] == pytest.approx(0.5)
+    assert results["gap_ours_dann_minus_peer_weight_decay_5e-4"]["mean"] == pytest.approx(-2.5)
+    assert "both at the paper's weight decay, 5e-4: -2.50" in text and "ours_dann +1.00 over 3 seeds" in text
 
-    results["accuracy"]["peer_weight_decay_5e-4"] = entry([3, 4, 5, 6], 0.805)
+    results["accuracy"].update({"ours_dann_torch_dropout_weight_decay_5e-4": entry([1, 2, 3], 0.78),
+                                "plain_weight_decay_5e-4": entry([1, 2, 3], 0.78)})
     text = bench.report(results)
-    same = results["ours_dann_torch_dropout_minus_peer_weight_decay_5e-4_paired"]
-    assert same["seeds"] == 3 and same["mean"] == pytest.approx(-0.5) and same["correlation"] == pytest.approx(1.0)
-    assert "the same weights, masks and recipe), seed for seed: -0.50 over 3 seeds" in text
+    vs_plain = results["ours_dann_torch_dropout_weight_decay_5e-4_minus_plain_weight_decay_5e-4_paired"]
+    assert vs_plain["identical"] == 3 and vs_plain["mean"] == 0.0
+    vs_peer = results["ours_dann_torch_dropout_weight_decay_5e-4_minus_peer_weight_decay_5e-4_paired"]
+    assert vs_peer["seeds"] == 2 and vs_peer["mean"] == pytest.approx(-1.5) and vs_peer["identical"] == 0
+    assert "at 5e-4, ours_dann_torch_dropout_weight_decay_5e-4 minus peer_weight_decay_5e-4, seed for seed: -1.50 " \
+           "over 2 seeds" in text
     assert bench.paired_difference(entry([0, 3], 0.8)["runs"], entry([0, 3], 0.7)["runs"])["correlation"] is None
+
+
+def test_reference_dann_relabels_the_runs_of_the_old_default_once():
+    bench = reference_dann()
+    runs = {name: {"runs": [{"seed": 0, "threads": 1, "target_accuracy": 0.5 + i / 100}]}
+            for i, name in enumerate(("ours_dann", "ours_dann_weight_decay_1e-3", "ours_tada", "plain", "peer"))}
+    results = {"command": "python benchmarks/reference_dann.py --only accuracy", "accuracy": dict(runs)}
+    bench.relabel(results, "python benchmarks/reference_dann.py --report r.json --relabel-weight-decay-1e-3")
+    acc = results["accuracy"]
+    assert acc["ours_dann"] is runs["ours_dann_weight_decay_1e-3"] and acc["ours_dann_weight_decay_5e-4"] is \
+        runs["ours_dann"]
+    assert acc["ours_tada_weight_decay_5e-4"] is runs["ours_tada"] and "ours_tada" not in acc
+    assert acc["plain_weight_decay_5e-4"] is runs["plain"] and acc["peer"] is runs["peer"]  # the peer's was 1e-3
+    assert results["relabelled"]["names"]["ours_dann_weight_decay_1e-3"] == "ours_dann"
+    assert results["relabelled"]["after"] == results["command"] and "--relabel" in results["relabelled"]["command"]
+    with pytest.raises(SystemExit, match="relabelled already"):
+        bench.relabel(results)
