@@ -15,6 +15,30 @@ With ``--checkpoint`` and ``--data`` (after ``dvc repro``), the same model is ex
 monitoring head (``export.monitor_tolerance: 0``) and measured beside it. Targets: batch 1 <= 0.30 ms, batch 256 >=
 50 % of the roofline.
 
+The **convolution ceiling** (``ceiling`` in the JSON) asks what onnxruntime's own CPU kernels can do about the
+batch-256 fraction. Each convolution of the model that feeds a 2 x 2 max-pool (LeNet's two) is cut out with its own
+weights and timed at batch 256, convolution and pool together, in every formulation a standard ONNX graph can give it:
+
+- ``served``: Conv -> MaxPool at the Predictor's optimisation level (what the model runs now);
+- ``nchwc``: the same at ``ORT_ENABLE_ALL`` (onnxruntime's blocked-channel direct convolution; pads channels to 16);
+- ``phases``: the pool folded into the convolution exactly: SpaceToDepth(2), one convolution whose four groups of
+  output channels are the four positions of each pool window (the k x k kernel embedded in a (k+1)/2 x (k+1)/2
+  kernel over the 4 C phase channels: 1.44 x the FLOPs at k = 5), ReduceMax over the groups; and the same with NCHWc;
+- ``gemm_bound``: no formulation, a bound: the convolution's matrix product alone, im2col taken as given for free,
+  as onnxruntime's MatMul (weights pre-packed), plus the pool alone: no stock-kernel graph can beat it;
+- ``torch_channels_last`` (reference, not servable through onnxruntime): PyTorch's oneDNN direct convolution on
+  NHWC tensors, conv and pool, one thread;
+- ``fused_kernel`` (prototype, not servable here): ``benchmarks/kernels/conv_maxpool.cpp``, im2col into a per-image
+  panel, an AVX-512 register-tiled product with the bias and the pool fused, compiled here with the system C++
+  compiler (``$CXX``, default ``g++``) and called through ctypes; checked against the served output before it is
+  timed. Left out, with the reason in the JSON, where there is no compiler or no AVX-512F.
+
+The whole model's batch-256 time is then split by onnxruntime's profiler into these pairs and the rest, and the
+fraction is recomputed with each pair at its best stock formulation (within one optimisation level: a session has
+one), and at the bound. The first says what a rewrite of the graph can reach with onnxruntime's own kernels; the
+second whether a convolution kernel that needs no im2col copy (which onnxruntime's CPU provider does not have: a
+custom operator) could reach the target at all; the third, with the fused prototype, what such a kernel reaches.
+
     python benchmarks/inference_roofline.py                   # models/model.onnx (+ models/model.pt, data/)
 """
 
@@ -22,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import platform
@@ -164,6 +189,207 @@ def bench(path: str, budget_s: float, peak: float, level: ort.GraphOptimizationL
     return row
 
 
+def node_times(path: str, x: np.ndarray, runs: int) -> dict[str, float]:
+    """Kernel time per node (seconds per run) from onnxruntime's profiler, at the Predictor's optimisation level."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = session(path, profile=os.path.join(tmp, "p"))
+        for _ in range(runs):
+            sess.run(None, {"image": x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    times: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            times[e["name"].removesuffix("_kernel_time").removeprefix("fused ")] += e["dur"] / 1e6 / runs
+    return dict(times)
+
+
+def conv_pool_pairs(model: onnx.ModelProto, batch: int) -> list[dict]:
+    """Every plain Conv (stride 1, no padding, one group) whose only consumer is a 2 x 2 / stride-2 MaxPool."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]
+    for value in (*fixed.graph.input, *fixed.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    inferred = shape_inference.infer_shapes(fixed, strict_mode=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consumers = collections.defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    pairs = []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        after = consumers[node.output[0]]
+        if node.op_type != "Conv" or len(after) != 1 or after[0].op_type != "MaxPool":
+            continue
+        pool = {a.name: helper.get_attribute_value(a) for a in after[0].attribute}
+        plain = (attrs.get("group", 1) == 1 and set(attrs.get("strides", [1, 1])) == {1}
+                 and not any(attrs.get("pads", [0])) and set(attrs.get("dilations", [1, 1])) == {1})
+        halves = pool.get("kernel_shape") == [2, 2] and pool.get("strides") == [2, 2] and not any(pool.get("pads", [0]))
+        if not plain or not halves:
+            continue
+        w = np.array(weights[node.input[1]])  # writable copies (to_array can return read-only views)
+        b = np.array(weights[node.input[2]]) if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
+        pairs.append({"conv": node.name, "pool": after[0].name, "weight": w, "bias": b,
+                      "input_shape": shapes[node.input[0]]})
+    return pairs
+
+
+def phase_weights(w: np.ndarray) -> np.ndarray:
+    """[O, C, k, k] -> [4 O, 4 C, (k+1)/2, (k+1)/2]: output group p = (di, dj) is the conv at pool position (di, dj);
+    input channels in SpaceToDepth's order ((r, s), c)."""
+    o, c, k, _ = w.shape
+    half = (k + 2) // 2
+    full = np.zeros((4, o, c, 2 * half, 2 * half), np.float32)
+    for di in range(2):
+        for dj in range(2):
+            full[2 * di + dj, :, :, di:di + k, dj:dj + k] = w
+    full = full.reshape(4, o, c, half, 2, half, 2)  # p, o, c, a, r, b, s: kernel row 2a + r, column 2b + s
+    return np.ascontiguousarray(full.transpose(0, 1, 4, 6, 2, 3, 5).reshape(4 * o, 4 * c, half, half))
+
+
+@functools.cache
+def fused_kernel() -> tuple[Callable | None, str]:
+    """Compile benchmarks/kernels/conv_maxpool.cpp and load it: (the C function, "") or (None, why not)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        return None, f"no C++ compiler ({compiler!r} not found; set CXX)"
+    source = ROOT / "benchmarks" / "kernels" / "conv_maxpool.cpp"
+    with tempfile.TemporaryDirectory(prefix="tada-kernel-") as build:  # the loaded library outlives its file
+        library = Path(build) / "conv_maxpool.so"
+        done = subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(library), str(source)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            return None, f"{compiler} failed on {source.name}: {done.stderr.strip()[-500:]}"
+        lib = ctypes.CDLL(str(library))
+    if not lib.conv_maxpool_supported():
+        return None, "this CPU lacks AVX-512F"
+    floats = ctypes.POINTER(ctypes.c_float)
+    lib.conv_maxpool.argtypes = [floats] * 4 + [ctypes.c_int] * 7
+    lib.conv_maxpool.restype = ctypes.c_int
+
+    def run(x: np.ndarray, w: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:
+        n, c, h, wd = x.shape
+        code = lib.conv_maxpool(*(a.ctypes.data_as(floats) for a in (x, w, b, y)), n, c, h, wd, w.shape[0],
+                                w.shape[2], 0)
+        if code != 0:
+            raise RuntimeError(f"conv_maxpool refused input {x.shape}, weight {w.shape}")
+
+    return run, ""
+
+
+def conv_study(pair: dict, budget_s: float, kernel: Callable | None = None) -> dict:
+    """Conv + 2 x 2 max-pool of one model layer at batch 256 in each formulation (see the module docstring)."""
+    w, b, (n, c, h, wd) = pair["weight"], pair["bias"], pair["input_shape"]
+    o, _, k, _ = w.shape
+    ho, wo = h - k + 1, wd - k + 1
+    flops = 2.0 * n * o * c * k * k * ho * wo
+    value = lambda name, shape: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)  # noqa: E731
+
+    def graph(nodes: list, inits: dict, shape: list[int]) -> onnx.ModelProto:
+        g = helper.make_graph(nodes, "study", [value("x", shape)], [value("y", None)],
+                              [numpy_helper.from_array(np.asarray(v), k_) for k_, v in inits.items()])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+    pool = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    served = graph([helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+                    helper.make_node("MaxPool", ["c"], ["y"], **pool)], {"w": w, "b": b}, [n, c, h, wd])
+    phases = graph([helper.make_node("SpaceToDepth", ["x"], ["d"], blocksize=2),
+                    helper.make_node("Conv", ["d", "w", "b"], ["c"]),
+                    helper.make_node("Reshape", ["c", "shape"], ["r"]),
+                    helper.make_node("ReduceMax", ["r", "axis"], ["y"], keepdims=0)],
+                   {"w": phase_weights(w), "b": np.tile(b, 4), "shape": np.array([n, 4, o, ho // 2, wo // 2], np.int64),
+                    "axis": np.array([1], np.int64)}, [n, c, h, wd])
+    product = graph([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                    {"w": np.ascontiguousarray(w.reshape(o, -1).T)}, [n * ho * wo, c * k * k])
+    pool_alone = graph([helper.make_node("MaxPool", ["x"], ["y"], **pool)], {}, [n, o, ho, wo])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (n, c, h, wd)).astype(np.float32)
+    reference = session(served).run(None, {"x": x})[0]
+    out: dict = {"conv": pair["conv"], "pool": pair["pool"], "input": [n, c, h, wd], "weight": list(w.shape),
+                 "mflop": flops / 1e6, "ms": {}, "phases_max_abs_diff": {}}
+    for name, proto, level in (("served", served, GRAPH_OPTIMIZATION),
+                               ("nchwc", served, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                               ("phases", phases, GRAPH_OPTIMIZATION),
+                               ("phases_nchwc", phases, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)):
+        sess = session(proto, level=level)
+        result = sess.run(None, {"x": x})[0]
+        if name.startswith("phases"):
+            out["phases_max_abs_diff"][name] = float(np.abs(result - reference).max())
+        out["ms"][name] = 1000 * median_s(lambda s=sess: s.run(None, {"x": x}), budget_s)
+    cols = rng.uniform(0, 1, (n * ho * wo, c * k * k)).astype(np.float32)
+    conv_out = rng.uniform(0, 1, (n, o, ho, wo)).astype(np.float32)
+    gemm, pooled = session(product), session(pool_alone)
+    out["ms"]["gemm_bound"] = 1000 * (median_s(lambda: gemm.run(None, {"x": cols}), budget_s)
+                                      + median_s(lambda: pooled.run(None, {"x": conv_out}), budget_s))
+    conv = torch.nn.Conv2d(c, o, k).eval()
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(w))
+        conv.bias.copy_(torch.from_numpy(b))
+    conv = conv.to(memory_format=torch.channels_last)
+    tx = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out["ms"]["torch_channels_last"] = 1000 * median_s(
+            lambda: torch.nn.functional.max_pool2d(conv(tx), 2), budget_s)
+    if kernel is not None:
+        y = np.empty_like(reference)
+        wc, bc = np.ascontiguousarray(w), np.ascontiguousarray(b)
+        kernel(x, wc, bc, y)
+        out["fused_kernel_max_abs_diff"] = float(np.abs(y - reference).max())
+        scale = float(np.abs(reference).max())
+        if not out["fused_kernel_max_abs_diff"] <= 1e-5 * max(1.0, scale) * c * k * k:
+            raise SystemExit(f"the fused kernel disagrees with onnxruntime on {pair['conv']}: max abs diff "
+                             f"{out['fused_kernel_max_abs_diff']:.3g} (output scale {scale:.3g})")
+        out["ms"]["fused_kernel"] = 1000 * median_s(lambda: kernel(x, wc, bc, y), budget_s)
+    out["gflops"] = {name: flops / ms / 1e6 for name, ms in out["ms"].items()}
+    return out
+
+
+def ceiling(path: str, row: dict, budget_s: float, peak: float) -> dict:
+    """Would any stock-kernel formulation of the convolutions reach the batch-256 target? (module docstring)"""
+    model = onnx.load(path)
+    batch = 256
+    pairs = conv_pool_pairs(model, batch)
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, *model_input_size(model))).astype(np.float32)
+    times = node_times(path, x, 30)
+    total_flops = batch * row["mflops_per_image"] * 1e6
+    wall_s = row["batch256_ms"] / 1000
+    kernel, why_not = fused_kernel()
+    studies = [conv_study(p, budget_s, kernel) for p in pairs]
+    profiled = sum(times.values())
+    in_pairs = sum(times.get(p["conv"], 0.0) + times.get(p["pool"], 0.0) for p in pairs)
+    rest_s = wall_s * (1 - in_pairs / profiled)  # the rest's share of the measured wall time
+    best_stock = {}
+    # one session has one optimisation level: the best formulation per convolution within each level
+    for level, choices in (("predictor", ("served", "phases")), ("ORT_ENABLE_ALL", ("nchwc", "phases_nchwc"))):
+        picks = [min(choices, key=lambda v, s=s: s["ms"][v]) for s in studies]
+        seconds = rest_s + sum(s["ms"][v] for s, v in zip(studies, picks, strict=True)) / 1000
+        best_stock[level] = {"formulations": picks, "ms": seconds * 1000,
+                             "fraction": total_flops / seconds / 1e9 / peak}
+    bound_s = rest_s + sum(s["ms"]["gemm_bound"] for s in studies) / 1000
+    fused = {"measured": False, "why_not": why_not}
+    if kernel is not None:
+        seconds = rest_s + sum(s["ms"]["fused_kernel"] for s in studies) / 1000
+        fused = {"measured": True, "ms": seconds * 1000, "fraction": total_flops / seconds / 1e9 / peak}
+    allowed_s = total_flops / (TARGET_ROOFLINE_FRACTION * peak * 1e9)
+    return {"batch": batch, "convolutions": studies, "measured_ms": row["batch256_ms"],
+            "share_of_profile_in_convolutions": in_pairs / profiled, "rest_ms": rest_s * 1000,
+            "best_stock": best_stock,
+            "gemm_bound_ms": bound_s * 1000, "gemm_bound_fraction": total_flops / bound_s / 1e9 / peak,
+            "fused_kernel": fused,
+            "target_ms": allowed_s * 1000, "convolutions_allowed_ms": (allowed_s - rest_s) * 1000}
+
+
+def model_input_size(model: onnx.ModelProto) -> list[int]:
+    return [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+
+
 def full_head_export(checkpoint: Path, data: Path, out: Path) -> str:
     from tada.checkpoint import load_trained
     from tada.export import export_verified, model_info, reference_images
@@ -195,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint.is_file() and args.data.is_dir():
             full = full_head_export(args.checkpoint, args.data, Path(tmp) / "full_head.onnx")
             rows.append({**bench(full, args.budget, peak["gflops"]), "model": "the same, full-rank monitoring head"})
+    limits = ceiling(args.model, rows[0], args.budget, peak["gflops"])
     monitor = json.loads(Path("reports/export.json").read_text()).get("monitor") \
         if Path("reports/export.json").is_file() else None
     main_row = rows[0]
@@ -204,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": " ".join(["python", "benchmarks/inference_roofline.py", *(argv or sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "onnxruntime": ort.__version__, "torch": torch.__version__, "threads": 1, "roofline": peak,
-               "monitor": monitor, "rows": rows, "checks": checks,
+               "monitor": monitor, "rows": rows, "ceiling": limits, "checks": checks,
                "targets": {"batch1_ms": TARGET_BATCH1_MS, "roofline_fraction": TARGET_ROOFLINE_FRACTION}}
     lines = [f"single-core float32 matmul roofline: {peak['gflops']:.1f} GFLOP/s", "",
              "| model | MFLOP / image (head) | batch 1 ms | head share at batch 1 | batch 256 ms | GFLOP/s | "
@@ -218,6 +445,28 @@ def main(argv: list[str] | None = None) -> int:
               f"{'met' if checks['batch1_ok'] else 'NOT met'}); batch 256: {100 * checks['roofline_fraction']:.0f} % "
               f"of the roofline (target >= {100 * TARGET_ROOFLINE_FRACTION:.0f} %: "
               f"{'met' if checks['roofline_ok'] else 'NOT met'})"]
+    names = {"served": "served", "nchwc": "NCHWc", "phases": "phases", "phases_nchwc": "phases + NCHWc",
+             "gemm_bound": "GEMM alone, im2col free (bound)", "torch_channels_last": "PyTorch oneDNN NHWC (reference)",
+             "fused_kernel": "fused kernel (prototype)"}
+    names = {k: v for k, v in names.items() if all(k in s["ms"] for s in limits["convolutions"])}
+    lines += ["", f"convolution ceiling at batch {limits['batch']}, each convolution with its 2 x 2 max-pool, one "
+              "thread: ms (GFLOP/s of the convolution's own FLOPs)", "",
+              "| convolution | MFLOP | " + " | ".join(names.values()) + " |", "|---|---|" + "---|" * len(names)]
+    for study in limits["convolutions"]:
+        lines.append(f"| {study['conv']} {study['weight']} | {study['mflop']:.0f} | " + " | ".join(
+            f"{study['ms'][k]:.2f} ({study['gflops'][k]:.0f})" for k in names) + " |")
+    lines += ["", f"whole model at batch {limits['batch']}: measured {limits['measured_ms']:.2f} ms "
+              f"({100 * checks['roofline_fraction']:.0f} %), of which the convolutions and their pools "
+              f"{100 * limits['share_of_profile_in_convolutions']:.0f} % (profiler). Each convolution at its best "
+              "stock formulation, the rest as profiled: " + "; ".join(
+                  f"at {level} ({', '.join(b['formulations'])}) {b['ms']:.2f} ms ({100 * b['fraction']:.0f} %)"
+                  for level, b in limits["best_stock"].items()) +
+              f"; at the GEMM bound {limits['gemm_bound_ms']:.2f} ms ({100 * limits['gemm_bound_fraction']:.0f} %); "
+              + (f"with the fused prototype {limits['fused_kernel']['ms']:.2f} ms "
+                 f"({100 * limits['fused_kernel']['fraction']:.0f} %)" if limits["fused_kernel"]["measured"]
+                 else f"fused prototype not measured: {limits['fused_kernel']['why_not']}") +
+              f". The target needs <= {limits['target_ms']:.2f} ms, "
+              f"i.e. the convolutions with their pools in <= {limits['convolutions_allowed_ms']:.2f} ms."]
     results["markdown"] = "\n".join(lines)
     print(results["markdown"])
     write_json_atomic(args.out, results)

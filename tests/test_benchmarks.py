@@ -96,3 +96,63 @@ def test_reference_dann_relabels_the_runs_of_the_old_default_once():
     assert results["relabelled"]["after"] == results["command"] and "--relabel" in results["relabelled"]["command"]
     with pytest.raises(SystemExit, match="relabelled already"):
         bench.relabel(results)
+
+
+def inference_roofline():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("inference_roofline", ROOT / "benchmarks" / "inference_roofline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def conv_maxpool_reference(x, w, b):
+    import torch
+
+    conv = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b))
+    return torch.nn.functional.max_pool2d(conv, 2).numpy()
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28, 20, 5), (2, 20, 12, 12, 50, 5), (2, 3, 15, 17, 7, 5),
+                                   (1, 5, 11, 40, 13, 3), (4, 2, 6, 6, 1, 1)],
+                         ids=["lenet-conv1", "lenet-conv2", "odd-sizes", "wide", "one-by-one"])
+def test_the_fused_convolution_prototype_matches_torch_on_every_tail(shape):
+    import numpy as np
+
+    kernel, why_not = inference_roofline().fused_kernel()
+    if kernel is None:
+        pytest.skip(f"fused prototype not built here: {why_not}")
+    n, c, h, wd, o, k = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, wd), dtype=np.float32)
+    w = rng.standard_normal((o, c, k, k), dtype=np.float32) * 0.3
+    b = rng.standard_normal(o, dtype=np.float32)
+    expected = conv_maxpool_reference(x, w, b)
+    y = np.full(expected.shape, np.nan, np.float32)
+    kernel(x, w, b, y)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_the_ceiling_study_finds_the_conv_pool_pairs_and_folds_the_pool_exactly(tmp_path):
+    """The phase formulation is the same function as Conv -> MaxPool (to rounding), on a small conv/pool graph."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    bench = inference_roofline()
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 2, 5, 5), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w", "b"], ["c"], kernel_shape=[5, 5], name="conv"),
+         helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+         helper.make_node("Relu", ["p"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["batch", 2, 14, 14])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 6, 5, 5])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(6, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    pairs = bench.conv_pool_pairs(model, 8)
+    assert [(p["conv"], p["pool"], p["input_shape"]) for p in pairs] == [("conv", "pool", [8, 2, 14, 14])]
+    study = bench.conv_study(pairs[0], budget_s=0.01)
+    assert max(study["phases_max_abs_diff"].values()) < 1e-4
+    assert {"served", "nchwc", "phases", "phases_nchwc", "gemm_bound", "torch_channels_last"} <= set(study["ms"])
