@@ -125,8 +125,8 @@ def roofline(budget_s: float) -> dict:
     return {"gflops": best, "shapes": results}
 
 
-def flops_per_image(model: onnx.ModelProto, batch: int = 4) -> dict[str, float]:
-    """Multiply-add FLOPs (x2) of every Conv/MatMul/Gemm node for one image, by node name."""
+def shapes_at_batch(model: onnx.ModelProto, batch: int) -> tuple[onnx.ModelProto, dict[str, list[int]]]:
+    """The model with its batch dimension fixed and shapes inferred, and every value's and weight's shape by name."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     del fixed.graph.value_info[:]
@@ -136,6 +136,12 @@ def flops_per_image(model: onnx.ModelProto, batch: int = 4) -> dict[str, float]:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
     shapes.update({t.name: list(t.dims) for t in inferred.graph.initializer})
+    return inferred, shapes
+
+
+def flops_per_image(model: onnx.ModelProto, batch: int = 4) -> dict[str, float]:
+    """Multiply-add FLOPs (x2) of every Conv/MatMul/Gemm node for one image, by node name."""
+    inferred, shapes = shapes_at_batch(model, batch)
     out = {}
     for node in inferred.graph.node:
         if node.op_type == "Conv":
@@ -209,14 +215,7 @@ def node_times(path: str, x: np.ndarray, runs: int) -> dict[str, float]:
 
 def conv_pool_pairs(model: onnx.ModelProto, batch: int) -> list[dict]:
     """Every plain Conv (stride 1, no padding, one group) whose only consumer is a 2 x 2 / stride-2 MaxPool."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    del fixed.graph.value_info[:]
-    for value in (*fixed.graph.input, *fixed.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_value = batch
-    inferred = shape_inference.infer_shapes(fixed, strict_mode=True)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    _, shapes = shapes_at_batch(model, batch)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     consumers = collections.defaultdict(list)
     for node in model.graph.node:
