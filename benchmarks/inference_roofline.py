@@ -214,7 +214,8 @@ def node_times(path: str, x: np.ndarray, runs: int) -> dict[str, float]:
 
 
 def conv_pool_pairs(model: onnx.ModelProto, batch: int) -> list[dict]:
-    """Every plain Conv (stride 1, no padding, one group) whose only consumer is a 2 x 2 / stride-2 MaxPool."""
+    """Every plain Conv (stride 1, no padding, one group) whose only consumer is a 2 x 2 / stride-2 MaxPool, on even
+    input and output sizes (the phase form's SpaceToDepth needs them; LeNet's are)."""
     _, shapes = shapes_at_batch(model, batch)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     consumers = collections.defaultdict(list)
@@ -231,7 +232,10 @@ def conv_pool_pairs(model: onnx.ModelProto, batch: int) -> list[dict]:
         plain = (attrs.get("group", 1) == 1 and set(attrs.get("strides", [1, 1])) == {1}
                  and not any(attrs.get("pads", [0])) and set(attrs.get("dilations", [1, 1])) == {1})
         halves = pool.get("kernel_shape") == [2, 2] and pool.get("strides") == [2, 2] and not any(pool.get("pads", [0]))
-        if not plain or not halves:
+        height, width = shapes[node.input[0]][2:]
+        k = shapes[node.input[1]][2]
+        even = height % 2 == 0 and width % 2 == 0 and (height - k + 1) % 2 == 0  # the phase form's SpaceToDepth
+        if not plain or not halves or not even:
             continue
         w = np.array(weights[node.input[1]])  # writable copies (to_array can return read-only views)
         b = np.array(weights[node.input[2]]) if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
