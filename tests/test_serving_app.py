@@ -190,7 +190,7 @@ def test_metadata_describes_model_and_limits(client, tiny):
 
 
 def test_an_unexpected_error_is_a_json_500_and_the_server_keeps_serving(client, tiny, monkeypatch):
-    predictor = client.app.state.predictor
+    predictor = client.app.state.slot.current.predictor
 
     def broken(pixels):
         raise RuntimeError("boom")

@@ -7,6 +7,12 @@
 - ``GET /metadata``: what the model says about itself and the service's limits.
 - ``GET /metrics``: Prometheus text format (`tada.serving.metrics`).
 
+Every response names the release that answered it (header ``X-Tada-Release``; ``release`` in the JSON of
+``/predict``, ``/health`` and ``/metadata``): the release may be swapped while the service runs
+(`tada.serving.release`), and a request is answered whole by the release it started on. Until a followed link points
+at a model, ``/predict`` and ``/metadata`` answer 503 ``no_release`` and ``/health`` 503 with ``status:
+no_release``. No endpoint changes the service's state: releases are swapped by moving the link, on disk.
+
 Bad input never reaches the model: each case has its own status and ``error`` code, and a message naming the image
 (index and filename) and the limit: 415 ``wrong_content_type`` (the request is not multipart, or a part declares a
 non-image type), 413 ``body_too_large`` / ``too_many_images`` / ``image_too_large``, 422 ``not_an_image`` /
@@ -37,12 +43,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from tada import __version__
-from tada.serving.accuracy import AccuracyMonitor
-from tada.serving.images import ImageError, ImageTooLargeError
+from tada.serving.capture import Capture
+from tada.serving.images import ImageError, ImageTooLargeError, decode
 from tada.serving.metrics import ServiceMetrics
 from tada.serving.predictor import Predictor
+from tada.serving.release import ReleaseSlot, Served
 from tada.serving.settings import ServeSettings
-from tada.serving.shift import ShiftMonitor
 
 log = logging.getLogger("tada.serving")
 IMAGE_TYPES = ("image/", "application/octet-stream")  # what a part may declare (clients send the latter by default)
@@ -59,61 +65,75 @@ class Rejection(Exception):
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
-    """The service around ``predictor``, wrapped in `ObservedApp` (request metrics, last-resort error handling)."""
-    info = predictor.info
-    threshold = predictor.shift_threshold
-    monitor = ShiftMonitor(settings.shift_window, threshold) if threshold is not None else None
-    accuracy = (AccuracyMonitor(settings.shift_window, info.validation["estimated_target_accuracy"])
-                if info.validation is not None else None)
+def create_app(source: Predictor | ReleaseSlot, settings: ServeSettings,
+               capture: Capture | None = None) -> ObservedApp:
+    """The service around ``source`` (a `Predictor`, served as it is, or a `ReleaseSlot`, whose release may be
+    swapped while serving), wrapped in `ObservedApp` (request metrics, the release header, last-resort error
+    handling). With ``capture``, eligible predicted images are offered to it (`tada.serving.capture`)."""
+    slot = source if isinstance(source, ReleaseSlot) else ReleaseSlot.fixed(source, settings.shift_window)
 
-    def alert() -> bool:
-        if monitor is None:
+    def alert(served: Served | None = None) -> bool:
+        served = served or slot.current
+        if served is None or served.monitor is None:
             return False
-        s = monitor.summary()
+        s = served.monitor.summary()
         return s["images"] >= min(MIN_IMAGES_FOR_ALERT, settings.shift_window) and (
             s["fraction_above"] > settings.shift_alert_fraction)
 
-    metrics = ServiceMetrics(monitor, alert, accuracy)
+    metrics = ServiceMetrics(slot, alert, capture)
     started = time.time()
-    app = FastAPI(title="TADA inference", version=__version__,
+    app = FastAPI(title="TADA inference", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   description="Predictions of an exported TADA model with onnxruntime, and domain-shift monitoring.")
-    app.state.predictor, app.state.settings, app.state.monitor = predictor, settings, monitor
+    app.state.slot, app.state.settings, app.state.capture = slot, settings, capture
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
+        served = slot.current  # the whole request is answered by this release, whatever is swapped meanwhile
         try:
+            if served is None:
+                raise Rejection(503, "no_release", f"no release to serve yet: {slot.path} does not point at a "
+                                "model (the quality gate promotes one)", headers={"retry-after": "5"})
+            request.scope["tada.release"] = served.release
             parts = await _read_images(request, settings)
-            predictions = await anyio.to_thread.run_sync(_predict, predictor, parts)
+            predictions, formats = await anyio.to_thread.run_sync(_predict, served.predictor, parts)
         except Rejection as r:
-            metrics.rejected.labels(r.code).inc()
+            metrics.reject(r.code, served.release if served else None)
             return JSONResponse({"error": r.code, "detail": r.detail}, status_code=r.status, headers=r.headers)
         scores = [p.shift_score for p in predictions if p.shift_score is not None]
-        if monitor is not None and scores:
-            monitor.add(scores)
-            for s in scores:
-                metrics.shift.observe(s)
-        if accuracy is not None:
-            accuracy.add([p.confident for p in predictions])
-        metrics.images.inc(len(predictions))
-        for p in predictions:
-            metrics.labels.labels(p.label).inc()
+        if served.monitor is not None and scores:
+            served.monitor.add(scores)
+        if served.accuracy is not None:
+            served.accuracy.add([p.confident for p in predictions])
+        metrics.predicted(served.release, [p.label for p in predictions], scores)
+        if capture is not None:
+            _offer(capture, request, served, parts, formats, predictions, settings)
         body = [{"filename": name, **p.to_dict()} for (name, _), p in zip(parts, predictions, strict=True)]
-        return JSONResponse({"predictions": body, "shift_threshold": threshold})
+        return JSONResponse({"predictions": body, "shift_threshold": served.predictor.shift_threshold,
+                             "release": served.release})
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        shift = None if monitor is None else {**monitor.summary(), "alert": alert(),
-                                              "alert_fraction": settings.shift_alert_fraction}
-        return {"status": "ok", "model": predictor.path.name, "uptime_s": round(time.time() - started, 1),
-                "shift": shift, "accuracy": None if accuracy is None else accuracy.summary()}
+    async def health() -> JSONResponse:
+        served = slot.current
+        shift = None if served is None or served.monitor is None else {
+            **served.monitor.summary(), "alert": alert(served), "alert_fraction": settings.shift_alert_fraction}
+        body = {"status": "ok" if served is not None else "no_release",
+                "model": None if served is None else served.predictor.path.name,
+                "release": slot.status(), "uptime_s": round(time.time() - started, 1), "shift": shift,
+                "accuracy": None if served is None or served.accuracy is None else served.accuracy.summary(),
+                "capture": None if capture is None else capture.summary()}
+        return JSONResponse(body, status_code=200 if served is not None else 503)
 
     @app.get("/metadata")
-    async def metadata() -> dict[str, Any]:
+    async def metadata() -> JSONResponse:
+        served = slot.current
+        if served is None:
+            return JSONResponse({"error": "no_release", "detail": "no release to serve yet"}, status_code=503)
         limits = {k: getattr(settings, k) for k in ("max_images", "max_body_bytes", "max_pixels", "body_timeout",
                                                      "batch_size", "top_k", "intra_op_threads", "shift_window",
-                                                     "shift_alert_fraction")}
-        return {"model": info.to_dict(), "service": {**limits, "shift_threshold": threshold, "version": __version__}}
+                                                     "shift_alert_fraction", "reload_interval")}
+        return JSONResponse({"model": served.predictor.info.to_dict(), "release": served.release,
+                             "service": {**limits, "shift_threshold": served.predictor.shift_threshold,
+                                         "capture": capture is not None, "version": __version__}})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -127,7 +147,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
         detail = {404: f"no endpoint at {request.url.path}: the service answers {endpoints}",
                   405: f"{request.method} is not allowed on {request.url.path}: it takes "
                        f"{(exc.headers or {}).get('Allow')}"}.get(exc.status_code, str(exc.detail))
-        metrics.rejected.labels(code).inc()
+        metrics.reject(code)
         return JSONResponse({"error": code, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -135,6 +155,22 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> ObservedApp:
         return JSONResponse({"error": "internal_error", "detail": "unexpected server error (logged)"}, status_code=500)
 
     return ObservedApp(app, metrics)
+
+
+def _offer(capture: Capture, request: Request, served: Served, parts: list[tuple[str, bytes]],
+           formats: list[str | None], predictions: list, settings: ServeSettings) -> None:
+    """Offer each predicted image to the capture (it queues, never waits)."""
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-capture-token")
+    client = capture.client(token, request.client.host if request.client else None)
+    threshold = served.predictor.shift_threshold
+    max_shift = None if threshold is None else settings.capture_max_shift * threshold
+    now = time.time()
+    for (name, data), fmt, p in zip(parts, formats, predictions, strict=True):
+        record = {"received": round(now, 3), "release": served.release, "prediction": p.label,
+                  "confidence": round(p.confidence, 6), "entropy": round(p.entropy, 6),
+                  "shift_score": None if p.shift_score is None else round(p.shift_score, 6)}
+        capture.offer(client, data, fmt, record, p.shift_score, max_shift)
 
 
 async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -211,15 +247,18 @@ async def _read_images(request: Request, settings: ServeSettings) -> list[tuple[
         await form.close()
 
 
-def _predict(predictor: Predictor, parts: list[tuple[str, bytes]]) -> list:
-    pixels = []
+def _predict(predictor: Predictor, parts: list[tuple[str, bytes]]) -> tuple[list, list[str | None]]:
+    """The predictions of the decoded ``parts`` and each image's format (Pillow's name)."""
+    pixels, formats = [], []
     for i, (name, data) in enumerate(parts):
         try:
-            pixels.append(predictor.decode(data))
+            image = decode(data, predictor.max_pixels)
+            formats.append(image.format)
+            pixels.append(predictor.preprocess(image))
         except ImageError as e:
             status = 413 if isinstance(e, ImageTooLargeError) else 422
             raise Rejection(status, e.code, f"image {i} ({name!r}): {e}") from None
-    return predictor.predict_arrays(np.stack(pixels))
+    return predictor.predict_arrays(np.stack(pixels)), formats
 
 
 class ObservedApp:
@@ -241,6 +280,9 @@ class ObservedApp:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
+                release = scope.get("tada.release") or _current_release(self.state.slot)
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-tada-release", release.encode("latin-1", "replace"))]}
             await send(message)
 
         try:
@@ -253,5 +295,11 @@ class ObservedApp:
                 await response(scope, receive, send)
         route = scope.get("route")
         endpoint = getattr(route, "path", "other")  # unknown paths share one label: no cardinality blow-up
-        self.metrics.observe_request(endpoint, scope["method"], status, time.perf_counter() - start)
+        self.metrics.observe_request(endpoint, scope["method"], status, time.perf_counter() - start,
+                                     scope.get("tada.release"))
+
+
+def _current_release(slot: ReleaseSlot) -> str:
+    current = slot.current
+    return "none" if current is None else current.release
 

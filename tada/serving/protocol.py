@@ -46,7 +46,6 @@ def json_h11_protocol(metrics: ServiceMetrics) -> type[H11Protocol]:
                           h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
             self.transport.close()
-            metrics.rejected.labels(code).inc()
-            metrics.requests.labels("other", "unknown", str(status)).inc()
+            metrics.count_unparsed(code, status)
 
     return JsonH11Protocol

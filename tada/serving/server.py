@@ -3,6 +3,11 @@
 One process, one onnxruntime session shared by all requests (onnxruntime sessions are thread-safe); requests are
 decoded and predicted in worker threads, each with ``intra_op_threads`` onnxruntime threads, so concurrent requests
 use the cores. One process also keeps /metrics and the shift window whole: run several containers to scale out.
+
+``MODEL`` is an ONNX file, a release directory, or the quality gate's link ``models/production``, which the service
+follows: a promotion or a rollback is served within ``--reload-interval`` seconds, without a restart
+(`tada.serving.release`). ``--capture DIR`` keeps a sampled copy of the predicted images as the next target domain
+(`tada.serving.capture`); several replicas may follow the same link and capture into the same directory.
 """
 
 from __future__ import annotations
@@ -33,6 +38,20 @@ FLAGS = {  # flag -> (setting, type, help)
                           "model's calibrated 99th percentile of target images)"),
     "--shift-alert-fraction": ("shift_alert_fraction", float, "fraction of the window above the threshold that "
                                "raises the alert"),
+    "--reload-interval": ("reload_interval", float, "seconds between looks at a followed link such as "
+                          "models/production (0: never)"),
+    "--capture": ("capture_dir", Path, "capture predicted images into this flat folder (usable as "
+                  "data.folder.target)"),
+    "--capture-rate": ("capture_rate", float, "fraction of eligible images captured"),
+    "--capture-max-bytes": ("capture_max_bytes", int, "byte budget of the capture folder; the oldest images are "
+                            "deleted first"),
+    "--capture-queue": ("capture_queue", int, "images waiting for the capture writer; more are dropped"),
+    "--capture-tokens": ("capture_tokens", Path, "file of 'client:token' lines: only requests carrying such a "
+                         "token (Authorization: Bearer) are captured"),
+    "--capture-client-share": ("capture_client_share", float, "the most one client may make of the last 1000 "
+                               "captured images"),
+    "--capture-max-shift": ("capture_max_shift", float, "images whose shift score is above this times the "
+                            "threshold are not captured (not from the domain at all)"),
 }
 
 
@@ -52,12 +71,35 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return load_settings({name: getattr(args, name) for name in names})
 
 
-def make_predictor(settings: ServeSettings):
-    """The `Predictor` the service runs, with the settings' limits."""
+def make_predictor(settings: ServeSettings, model: Path | None = None):
+    """The `Predictor` the service runs for ``model`` (default the settings' model), with the settings' limits."""
     from tada.serving.predictor import Predictor
 
-    return Predictor(settings.model, intra_op_threads=settings.intra_op_threads, batch_size=settings.batch_size,
-                     top_k=settings.top_k, max_pixels=settings.max_pixels, shift_threshold=settings.shift_threshold)
+    return Predictor(model or settings.model, intra_op_threads=settings.intra_op_threads,
+                     batch_size=settings.batch_size, top_k=settings.top_k, max_pixels=settings.max_pixels,
+                     shift_threshold=settings.shift_threshold)
+
+
+def make_slot(settings: ServeSettings):
+    """The `ReleaseSlot` for the settings' model: fixed for a file or a directory, followed for a link."""
+    from tada.serving.release import ReleaseSlot
+
+    if not settings.model.is_symlink() and not settings.model.exists():
+        raise FileNotFoundError(f"no model at {settings.model}: export one with `dvc repro export` "
+                                "(models/model.onnx), or follow the quality gate's link models/production")
+    return ReleaseSlot(settings.model, lambda path: make_predictor(settings, path), settings.shift_window,
+                       settings.reload_interval)
+
+
+def make_capture(settings: ServeSettings):
+    """The `Capture` of ``--capture``, or None."""
+    if settings.capture_dir is None:
+        return None
+    from tada.serving.capture import Capture, read_tokens
+
+    tokens = None if settings.capture_tokens is None else read_tokens(settings.capture_tokens)
+    return Capture(settings.capture_dir, rate=settings.capture_rate, max_bytes=settings.capture_max_bytes,
+                   queue_size=settings.capture_queue, tokens=tokens, client_share=settings.capture_client_share)
 
 
 def serve(settings: ServeSettings) -> None:
@@ -66,12 +108,26 @@ def serve(settings: ServeSettings) -> None:
 
     from tada.serving.app import create_app
 
-    predictor = make_predictor(settings)
-    info = predictor.info
-    print(f"tada serve: {settings.model} ({info.extra.get('method', '?')}, {info.extra.get('backbone', '?')}, "
-          f"{len(info.classes)} classes, outputs {', '.join(info.outputs)}) on http://{settings.host}:{settings.port}",
+    slot = make_slot(settings)
+    capture = make_capture(settings)
+    served = slot.current
+    what = "no release yet" if served is None else (
+        f"release {served.release}: {served.predictor.info.extra.get('method', '?')}, "
+        f"{served.predictor.info.extra.get('backbone', '?')}, {len(served.predictor.info.classes)} classes")
+    follow = f", following {settings.model} every {settings.reload_interval:g} s" if slot.following else ""
+    print(f"tada serve: {settings.model} ({what}{follow}) on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
-    uvicorn.run(**uvicorn_options(create_app(predictor, settings), settings))
+    if capture is not None:
+        trust = ("requests with a token from " + str(settings.capture_tokens) if settings.capture_tokens else
+                 "EVERY client (no --capture-tokens: anyone who can reach POST /predict adds training data)")
+        print(f"tada serve: capturing {settings.capture_rate:g} of the images of {trust} into {capture.directory}",
+              file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(**uvicorn_options(create_app(slot, settings, capture), settings))
+    finally:
+        slot.close()
+        if capture is not None:
+            capture.close()
 
 
 def uvicorn_options(app: ObservedApp, settings: ServeSettings) -> dict[str, Any]:
@@ -85,11 +141,12 @@ def uvicorn_options(app: ObservedApp, settings: ServeSettings) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
+    from tada.serving.capture import CaptureError
     from tada.serving.model_info import ModelError
 
     try:
         serve(settings_from_args(args))
-    except (SettingsError, ModelError, FileNotFoundError) as e:
+    except (SettingsError, ModelError, FileNotFoundError, CaptureError) as e:
         print(f"tada serve: error: {e}", file=sys.stderr)
         return 2
     return 0

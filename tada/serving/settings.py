@@ -15,6 +15,14 @@
 | shift_threshold | ``TADA_SHIFT_THRESHOLD`` | the model's | score above which an image counts as shifted |
 | shift_alert_fraction | ``TADA_SHIFT_ALERT_FRACTION`` | 0.05 | window fraction above it that raises the alert |
 | access_log | ``TADA_ACCESS_LOG`` | false | uvicorn's per-request log lines |
+| reload_interval | ``TADA_RELOAD_INTERVAL`` | 2 | seconds between looks at a followed link (``models/production``) |
+| capture_dir | ``TADA_CAPTURE_DIR`` | none (off) | capture predicted images here (`tada.serving.capture`) |
+| capture_rate | ``TADA_CAPTURE_RATE`` | 1.0 | fraction of eligible images captured |
+| capture_max_bytes | ``TADA_CAPTURE_MAX_BYTES`` | 1 GiB | byte budget of the capture directory (oldest deleted first) |
+| capture_queue | ``TADA_CAPTURE_QUEUE`` | 1024 | images waiting for the writer; beyond, dropped |
+| capture_tokens | ``TADA_CAPTURE_TOKENS`` | none | file of ``client:token`` lines: only requests with such a token are captured |
+| capture_client_share | ``TADA_CAPTURE_CLIENT_SHARE`` | 1.0 | the most one client may make of the last 1,000 captured |
+| capture_max_shift | ``TADA_CAPTURE_MAX_SHIFT`` | 2.0 | images scoring above this times the shift threshold are not captured |
 """
 
 from __future__ import annotations
@@ -47,6 +55,14 @@ class ServeSettings:
     shift_threshold: float | None = None
     shift_alert_fraction: float = 0.05
     access_log: bool = False
+    reload_interval: float = 2.0
+    capture_dir: Path | None = None
+    capture_rate: float = 1.0
+    capture_max_bytes: int = 1 << 30
+    capture_queue: int = 1024
+    capture_tokens: Path | None = None
+    capture_client_share: float = 1.0
+    capture_max_shift: float = 2.0
 
     def __post_init__(self) -> None:
         minimum = {"port": 0, "max_images": 1, "max_body_bytes": 1, "max_pixels": 1, "intra_op_threads": 0,
@@ -62,6 +78,19 @@ class ServeSettings:
             raise SettingsError(f"shift_threshold must be > 0, got {self.shift_threshold}")
         if not 0 < self.shift_alert_fraction <= 1:
             raise SettingsError(f"shift_alert_fraction must be in (0, 1], got {self.shift_alert_fraction}")
+        if not 0 <= self.reload_interval <= 3600:  # also refuses NaN
+            raise SettingsError(f"reload_interval must be in [0, 3600] seconds, got {self.reload_interval}")
+        for name in ("capture_rate", "capture_client_share"):
+            if not 0 < getattr(self, name) <= 1:
+                raise SettingsError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 1 << 20 <= self.capture_max_bytes <= 1 << 50:
+            raise SettingsError(f"capture_max_bytes must be between 1 MiB and 1 PiB, got {self.capture_max_bytes}")
+        if not 1 <= self.capture_queue <= 100_000:
+            raise SettingsError(f"capture_queue must be in [1, 100000] images, got {self.capture_queue}")
+        if not 0 < self.capture_max_shift < float("inf"):
+            raise SettingsError(f"capture_max_shift must be a finite number > 0, got {self.capture_max_shift}")
+        if self.capture_dir is None and self.capture_tokens is not None:
+            raise SettingsError("capture_tokens is set without capture_dir: set both, or neither")
 
 
 def env_name(field: str) -> str:
@@ -71,7 +100,7 @@ def env_name(field: str) -> str:
 def _convert(field: dataclasses.Field, text: str, source: str) -> Any:
     kind = str(field.type)
     try:
-        if kind == "Path":
+        if kind.startswith("Path"):
             return Path(text)
         if kind == "bool":
             if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
