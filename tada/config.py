@@ -104,6 +104,24 @@ class FolderConfig:
     source: str | None = None
     target: str | None = None
     target_test: str | None = None  # optional labelled target test set; else a labelled target is evaluated on
+    target_recent: int = field(default=0, metadata=rules(ge=0))  # flat target folder: only its newest N images
+    target_since: str | None = None  # flat target folder: only images modified at or after this ISO 8601 time
+
+    def __post_init__(self) -> None:
+        if self.target_since is not None:
+            since_timestamp(self.target_since)  # a bad time is refused when the params are loaded
+
+
+def since_timestamp(text: str) -> float:
+    """``data.folder.target_since`` as a POSIX timestamp (a time without a zone is UTC)."""
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.folder.target_since must be an ISO 8601 time such as 2026-12-01T00:00:00Z, "
+                          f"got {text!r}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 @dataclass(frozen=True)

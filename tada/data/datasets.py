@@ -34,7 +34,7 @@ def materialise(cfg: DataConfig, root: str | Path, log: Callable[[str], None] = 
     if cfg.name == "synthetic_to_handwritten":
         return write_dataset(build_default_task(cfg), root)
     if cfg.name == "folder":
-        splits, classes = read_folder_dataset(cfg.folder)
+        splits, classes = read_folder_dataset(cfg.folder, log)
     else:
         splits, classes = benchmark_splits(cfg, log)
     return write_samples(hold_out_source(splits, cfg.source_val_fraction), classes, root, log)

@@ -9,6 +9,14 @@ Each of ``data.folder.source``, ``.target`` and ``.target_test`` is either
 
 The classes are the source's labels, sorted. Files are taken as they are (any size, grayscale or colour); a file
 that does not decode is listed anyway, so that the validate stage names it instead of the pipeline crashing on it.
+
+A flat, unlabelled target directory may be one that is still being written to, such as ``tada serve --capture``'s
+(`tada.serving.capture`): it is read as a snapshot. A file whose name starts with a dot is never taken: capture
+writes each image under such a name and renames it into place when it is whole, as rsync does, so a file still
+being written is never read (write into the folder the same way). ``data.folder.target_recent`` keeps the newest
+N and ``data.folder.target_since`` those modified since a time (production drifts); a file deleted before it is
+laid out (capture keeps a byte budget, oldest first) is left out. The manifest written by ``fetch`` records
+exactly the files used, with their SHA-256.
 """
 
 from __future__ import annotations
@@ -17,13 +25,35 @@ import csv
 import io
 from pathlib import Path
 
-from tada.config import FolderConfig
+from tada.config import FolderConfig, since_timestamp
 from tada.data.samples import IMAGE_SUFFIXES, Sample
 from tada.io import read_text
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def snapshot(folder: Path, recent: int = 0, since: float | None = None) -> tuple[list[Path], dict[str, int]]:
+    """The images of a flat folder that may be written to while it is read: those modified at or after ``since``
+    (a timestamp), the ``recent`` newest of them (0: all), oldest first; and how many were left out for each
+    reason."""
+    dated, counts = [], {"before_since": 0, "older_than_recent": 0}
+    for path in _images_in(folder):
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:  # deleted since it was listed
+            continue
+        if since is not None and mtime < since:
+            counts["before_since"] += 1
+        else:
+            dated.append((mtime, path.name, path))
+    dated.sort()
+    if recent and len(dated) > recent:
+        counts["older_than_recent"] = len(dated) - recent
+        dated = dated[-recent:]
+    return [path for _, _, path in dated], counts
 
 
 def read_csv_listing(path: Path) -> list[tuple[str, str | None]]:
@@ -41,8 +71,10 @@ def read_csv_listing(path: Path) -> list[tuple[str, str | None]]:
     return rows
 
 
-def read_listing(spec: str, key: str, *, labels_required: bool) -> list[Sample]:
-    """The images named by one of ``data.folder.*`` (a directory or a CSV/list file)."""
+def read_listing(spec: str, key: str, *, labels_required: bool, recent: int = 0, since: float | None = None,
+                 log=None) -> list[Sample]:
+    """The images named by one of ``data.folder.*`` (a directory or a CSV/list file); a flat directory of unlabelled
+    images is read as a `snapshot` (``recent``, ``since``)."""
     path = Path(spec).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{key}: {path} does not exist (expected a directory of class folders or a CSV file "
@@ -64,7 +96,11 @@ def read_listing(spec: str, key: str, *, labels_required: bool) -> list[Sample]:
             raise ValueError(f"{key}: {path} has no class folders; labelled images must be laid out as "
                              f"<class name>/<image>")
         else:
-            samples = [Sample(None, path=p) for p in loose]
+            files, left_out = snapshot(path, recent, since)
+            samples = [Sample(None, path=p, volatile=True) for p in files]
+            if log is not None and any(left_out.values()):
+                log(f"{key}: {len(files)} images of {path} taken, left out: "
+                    + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in left_out.items() if n))
     else:
         samples = []
         for name, label in read_csv_listing(path):
@@ -80,13 +116,15 @@ def read_listing(spec: str, key: str, *, labels_required: bool) -> list[Sample]:
     return samples
 
 
-def read_folder_dataset(cfg: FolderConfig) -> tuple[dict[tuple[str, str], list[Sample]], tuple[str, ...]]:
+def read_folder_dataset(cfg: FolderConfig, log=None) -> tuple[dict[tuple[str, str], list[Sample]], tuple[str, ...]]:
     """``(domain, split) -> samples`` and the class list for the user's data."""
     for key in ("source", "target"):
         if not getattr(cfg, key):
             raise ValueError(f"data.folder.{key} must be set for data.name: folder (a directory or a CSV file)")
     source = read_listing(cfg.source, "data.folder.source", labels_required=True)
-    target = read_listing(cfg.target, "data.folder.target", labels_required=False)
+    since = None if cfg.target_since is None else since_timestamp(cfg.target_since)
+    target = read_listing(cfg.target, "data.folder.target", labels_required=False, recent=cfg.target_recent,
+                          since=since, log=log)
     shared = {s.path.resolve() for s in source} & {s.path.resolve() for s in target}
     if shared:
         raise ValueError(f"data.folder.source and data.folder.target name {len(shared)} of the same images (e.g. "
@@ -95,7 +133,7 @@ def read_folder_dataset(cfg: FolderConfig) -> tuple[dict[tuple[str, str], list[S
     splits = {("source", "train"): source, ("target", "train"): target}
     if cfg.target_test:
         splits[("target", "test")] = read_listing(cfg.target_test, "data.folder.target_test", labels_required=True)
-        splits[("target", "train")] = [Sample(None, path=s.path) for s in target]  # never seen in training
+        splits[("target", "train")] = [Sample(None, path=s.path, volatile=s.volatile) for s in target]  # unlabelled
     elif any(s.label for s in target) and not all(s.label for s in target):
         raise ValueError("data.folder.target: label every target image or none of them (partly labelled)")
     return splits, classes

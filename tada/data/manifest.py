@@ -92,6 +92,7 @@ def write_samples(
     with staging_dir(root) as staging:
         rows = []
         for (domain, split), samples in splits.items():
+            vanished = 0
             for i, sample in enumerate(samples):
                 folder = f"images/{domain}/{split}/{_safe_name(sample.label) if sample.label else 'unlabeled'}"
                 (staging / folder).mkdir(parents=True, exist_ok=True)
@@ -102,16 +103,23 @@ def write_samples(
                     size = (pil.width, pil.height, pil.mode)
                 else:
                     assert sample.path is not None
-                    if not sample.path.is_file():
-                        raise FileNotFoundError(f"{domain}/{split}: image file {sample.path} not found")
                     rel = f"{folder}/{i:06d}_{_safe_name(sample.path.name)}"
-                    _place(sample.path, staging / rel)
+                    try:
+                        if not sample.path.is_file():
+                            raise FileNotFoundError(f"{domain}/{split}: image file {sample.path} not found")
+                        _place(sample.path, staging / rel)  # a hard link: the bytes are ours from here on
+                    except FileNotFoundError:
+                        if not sample.volatile:
+                            raise
+                        vanished += 1
+                        continue
                     data = (staging / rel).read_bytes()
                     size = _describe(staging / rel)
                 rows.append(ManifestRow(rel, domain, split, sample.label or "", *size,
                                         hashlib.sha256(data).hexdigest()))
             if log:
-                log(f"{domain}/{split}: {len(samples)} images")
+                log(f"{domain}/{split}: {len(samples) - vanished} images" +
+                    (f" ({vanished} deleted from the folder while it was read: left out)" if vanished else ""))
         _write_tables(staging, rows, classes)
         replace_dir(staging, root)
     return rows

@@ -19,6 +19,7 @@ class Sample:
     label: str | None
     path: Path | None = None
     image: np.ndarray | None = None
+    volatile: bool = False  # a file that may vanish before it is laid out (a capture evicting): then left out
 
 
 @dataclass(frozen=True)

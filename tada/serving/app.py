@@ -28,7 +28,6 @@ import http
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import numpy as np
@@ -166,7 +165,7 @@ def _offer(capture: Capture, request: Request, served: Served, parts: list[tuple
     threshold = served.predictor.shift_threshold
     max_shift = None if threshold is None else settings.capture_max_shift * threshold
     now = time.time()
-    for (name, data), fmt, p in zip(parts, formats, predictions, strict=True):
+    for (_, data), fmt, p in zip(parts, formats, predictions, strict=True):
         record = {"received": round(now, 3), "release": served.release, "prediction": p.label,
                   "confidence": round(p.confidence, 6), "entropy": round(p.entropy, 6),
                   "shift_score": None if p.shift_score is None else round(p.shift_score, 6)}

@@ -20,9 +20,9 @@
 | capture_rate | ``TADA_CAPTURE_RATE`` | 1.0 | fraction of eligible images captured |
 | capture_max_bytes | ``TADA_CAPTURE_MAX_BYTES`` | 1 GiB | byte budget of the capture directory (oldest deleted first) |
 | capture_queue | ``TADA_CAPTURE_QUEUE`` | 1024 | images waiting for the writer; beyond, dropped |
-| capture_tokens | ``TADA_CAPTURE_TOKENS`` | none | file of ``client:token`` lines: only requests with such a token are captured |
+| capture_tokens | ``TADA_CAPTURE_TOKENS`` | none | ``client:token`` lines: only requests with a token are captured |
 | capture_client_share | ``TADA_CAPTURE_CLIENT_SHARE`` | 1.0 | the most one client may make of the last 1,000 captured |
-| capture_max_shift | ``TADA_CAPTURE_MAX_SHIFT`` | 2.0 | images scoring above this times the shift threshold are not captured |
+| capture_max_shift | ``TADA_CAPTURE_MAX_SHIFT`` | 2.0 | not captured above this x the shift threshold |
 """
 
 from __future__ import annotations
