@@ -1,4 +1,4 @@
-"""The ``tada`` command line: ``tada train``, ``tada methods``, ``tada predict`` and ``tada serve``.
+"""The ``tada`` command line: ``tada train``, ``methods``, ``predict``, ``serve`` and ``releases``.
 
 Every command imports what it needs when it runs: ``predict`` and ``serve`` never import torch, so they work in an
 installation with only the serving dependencies (``pip install ".[serve]"``).
@@ -88,6 +88,26 @@ def _serve(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _releases(args: argparse.Namespace) -> int:
+    from tada.promote import ModelStore, PromotionError
+
+    store = ModelStore(args.models)
+    try:
+        if args.activate:
+            previous = store.activate(args.activate, args.reason)
+            print(f"tada releases: production is now {args.activate} (was {previous}); a `tada serve "
+                  f"{store.link}` picks it up by itself")
+            return 0
+        for release in store.all_releases():
+            mark = "*" if release["production"] else " "
+            print(f"{mark} {release['release']}  {release.get('metric', '?')}={release.get('value', '?')}  "
+                  f"promoted {release.get('promoted_at', '?')}")
+    except PromotionError as e:
+        print(f"tada releases: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tada", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="shift score above which an image is flagged (default: the model's calibrated threshold)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("releases", help="list the promoted releases (* production), or point production at one "
+                                        "(--activate ID: a rollback); a server following models/production swaps")
+    p.add_argument("--models", type=Path, default=Path("models"), help="the models directory (default: models)")
+    p.add_argument("--activate", metavar="RELEASE_ID", help="make this existing release production")
+    p.add_argument("--reason", default="activated by hand", help="recorded in models/gate_history.jsonl")
+    p.set_defaults(func=_releases)
 
     p = sub.add_parser("serve", help="serve an exported model over HTTP (POST /predict, /health, /metrics)")
     from tada.serving.server import add_arguments  # argparse only: the server's imports happen when it runs

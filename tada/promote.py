@@ -4,7 +4,8 @@ Layout under the models directory::
 
     production -> releases/<id>     a symbolic link, switched atomically (a new link renamed over the old one)
     releases/<id>/                  model.onnx, model.pt, metrics.json, export.json, release.json
-    gate_history.jsonl              every decision of the gate, one JSON object per line
+    gate_history.jsonl              every decision of the gate, one JSON object per line, and every release
+                                    activated by hand (``"action": "activate"``: a rollback)
 
 A release is written completely under a temporary name, then renamed into ``releases/``; only then does the link
 move. A crash at any point leaves ``production`` pointing at a complete release: the previous one or the new one.
@@ -159,14 +160,42 @@ class ModelStore:
                 with open(staging / name, "rb") as f:
                     os.fsync(f.fileno())
             replace_dir(staging, self.releases / release_id)
+        self._point_at(release_id)
+        return release_id
+
+    def _point_at(self, release_id: str) -> None:
         link_tmp = self.root / f".production.{os.getpid()}.tmp"
         link_tmp.unlink(missing_ok=True)
         os.symlink(Path("releases") / release_id, link_tmp)
         try:
-            os.replace(link_tmp, self.link)  # atomic: readers see the old release or the new one
+            os.replace(link_tmp, self.link)  # atomic: readers (a serving process following it) see old or new
         finally:
             link_tmp.unlink(missing_ok=True)
-        return release_id
+
+    def all_releases(self) -> list[dict[str, Any]]:
+        """Every complete release, newest first: its record, and whether it is production."""
+        current = self.current()
+        found = []
+        for release in sorted(self.releases.glob("*"), key=lambda p: p.name, reverse=True):
+            if release.is_dir() and not release.name.startswith(".") and (release / "release.json").is_file():
+                found.append({**self.release_info(release), "production": release.resolve() == current})
+        return found
+
+    def activate(self, release_id: str, reason: str = "activated by hand") -> str | None:
+        """Point ``production`` at the existing release ``release_id`` (a rollback, or forward again); a serving
+        process that follows the link picks it up. Recorded in the history. Returns the previous release id."""
+        if not release_id or release_id.startswith(".") or "/" in release_id or "\\" in release_id:
+            raise PromotionError(f"{release_id!r} is not a release id (a directory name under {self.releases})")
+        release = self.releases / release_id
+        if not (release / "release.json").is_file() or not (release / "model.onnx").is_file():
+            known = ", ".join(r["release"] for r in self.all_releases()) or "none"
+            raise PromotionError(f"no complete release {release_id!r} under {self.releases} (releases: {known})")
+        current = self.current()
+        previous = current.name if current is not None else None
+        self._point_at(release_id)
+        self._append({"action": "activate", "release": release_id, "previous_release": previous,
+                      "reason": reason, "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+        return previous
 
     def prune(self, keep: int) -> list[str]:
         """Remove all but the ``keep`` newest releases; the production release is never removed."""
@@ -182,9 +211,12 @@ class ModelStore:
         return removed
 
     def record(self, decision: Decision) -> None:
+        self._append(decision.to_dict())
+
+    def _append(self, entry: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.history, "a") as f:  # one line per decision, appended whole
-            f.write(json.dumps(decision.to_dict(), sort_keys=True) + "\n")
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
