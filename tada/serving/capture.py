@@ -79,7 +79,7 @@ def read_tokens(path: Path) -> dict[str, str]:
                                f"{len(token)} characters, at least 16 needed")
         if token in tokens:
             raise CaptureError(f"capture tokens file {path}, line {number}: the token of {name!r} is also "
-                               f"{tokens[token]!r}'s")
+                               f"{tokens[token]!r}")
         tokens[token] = name
     if not tokens:
         raise CaptureError(f"capture tokens file {path} names no client (lines of 'client-name:token')")
