@@ -130,8 +130,9 @@ class ClientLoop:
     (bounded: at most ``max_requests`` each). Every answer is recorded; a connection error is an answer too."""
 
     def __init__(self, ports: list[int], images: list[bytes], threads: int = 2, per_request: int = 4,
-                 token: str | None = None, max_requests: int = 20_000) -> None:
+                 token: str | None = None, max_requests: int = 20_000, pause: float = 0.0) -> None:
         self.ports, self.images, self.per_request, self.token = ports, images, per_request, token
+        self.pause = pause  # seconds between a thread's requests: leave the cores to other work (training)
         self.max_requests = max_requests
         self.answers: list[list[Answer]] = [[] for _ in range(threads)]
         self._stop = threading.Event()
@@ -176,3 +177,5 @@ class ClientLoop:
                                                   headers.get("x-tada-release"), labels, sent))
             except (OSError, http.client.HTTPException, ValueError) as e:
                 self.answers[index].append(Answer(started, time.monotonic(), 0, None, None, [], sent, repr(e)))
+            if self.pause:
+                self._stop.wait(self.pause)

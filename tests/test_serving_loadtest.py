@@ -41,3 +41,24 @@ def test_load_test_reports_throughput_and_latency_percentiles_without_errors(tmp
     assert result["errors"] == 0 and result["throughput_rps"] > 0
     assert result["latency_ms"]["p50"] <= result["latency_ms"]["p95"] <= result["latency_ms"]["p99"]
     assert result["service_counted_predict_requests"] == 300 + 16  # the run and its warm-up, as /metrics counted
+
+
+@pytest.mark.slow
+def test_the_production_loop_benchmark_measures_capture_cost_and_swaps_under_load(tmp_path):
+    out = tmp_path / "production_loop.json"
+    script = ROOT / "benchmarks" / "production_loop.py"
+    run = subprocess.run([sys.executable, str(script), "--model", str(tiny_model().onnx), "--requests", "200",
+                          "--concurrency", "4", "--rounds", "1", "--swaps", "3", "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900)
+    result = json.loads(out.read_text())
+    assert "| capture | p50 (ms)" in run.stdout and "3 swaps under 4-way load" in run.stdout, run.stdout + run.stderr
+    summary = result["capture_cost"]["summary"]
+    assert set(summary) == {"off", "rate 1.0", "rate 0.1"}
+    assert summary["off"]["captured"] == 0 and summary["rate 1.0"]["captured"] == 200  # unique images, all kept
+    assert 0 < summary["rate 0.1"]["captured"] < 60
+    assert all(s["errors"] == 0 for s in summary.values())
+    swaps = result["swaps"]
+    assert swaps["swaps"] == 3 and swaps["server_swaps"] == 3 and swaps["failed"] == 0 and swaps["requests"] > 0
+    assert set(swaps["answered_by"]) == {"release-a", "release-b"}
+    assert result["targets_met"]["no_failed_request_over_swaps"]
+    assert run.returncode == (0 if all(result["targets_met"].values()) else 1)

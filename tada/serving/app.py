@@ -163,7 +163,7 @@ def _offer(capture: Capture, request: Request, served: Served, parts: list[tuple
     token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-capture-token")
     client = capture.client(token, request.client.host if request.client else None)
     threshold = served.predictor.shift_threshold
-    max_shift = None if threshold is None else settings.capture_max_shift * threshold
+    max_shift = None if threshold is None or not settings.capture_max_shift else settings.capture_max_shift * threshold
     now = time.time()
     for (_, data), fmt, p in zip(parts, formats, predictions, strict=True):
         record = {"received": round(now, 3), "release": served.release, "prediction": p.label,

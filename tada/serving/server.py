@@ -51,7 +51,7 @@ FLAGS = {  # flag -> (setting, type, help)
     "--capture-client-share": ("capture_client_share", float, "the most one client may make of the last 1000 "
                                "captured images"),
     "--capture-max-shift": ("capture_max_shift", float, "images whose shift score is above this times the "
-                            "threshold are not captured (not from the domain at all)"),
+                            "threshold are not captured (not from the domain at all; 0: off)"),
 }
 
 

@@ -22,7 +22,7 @@
 | capture_queue | ``TADA_CAPTURE_QUEUE`` | 1024 | images waiting for the writer; beyond, dropped |
 | capture_tokens | ``TADA_CAPTURE_TOKENS`` | none | ``client:token`` lines: only requests with a token are captured |
 | capture_client_share | ``TADA_CAPTURE_CLIENT_SHARE`` | 1.0 | the most one client may make of the last 1,000 captured |
-| capture_max_shift | ``TADA_CAPTURE_MAX_SHIFT`` | 2.0 | not captured above this x the shift threshold |
+| capture_max_shift | ``TADA_CAPTURE_MAX_SHIFT`` | 4.0 | not captured above this x the shift threshold (0: off) |
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ServeSettings:
     capture_queue: int = 1024
     capture_tokens: Path | None = None
     capture_client_share: float = 1.0
-    capture_max_shift: float = 2.0
+    capture_max_shift: float = 4.0
 
     def __post_init__(self) -> None:
         minimum = {"port": 0, "max_images": 1, "max_body_bytes": 1, "max_pixels": 1, "intra_op_threads": 0,
@@ -87,8 +87,9 @@ class ServeSettings:
             raise SettingsError(f"capture_max_bytes must be between 1 MiB and 1 PiB, got {self.capture_max_bytes}")
         if not 1 <= self.capture_queue <= 100_000:
             raise SettingsError(f"capture_queue must be in [1, 100000] images, got {self.capture_queue}")
-        if not 0 < self.capture_max_shift < float("inf"):
-            raise SettingsError(f"capture_max_shift must be a finite number > 0, got {self.capture_max_shift}")
+        if not 0 <= self.capture_max_shift < float("inf"):
+            raise SettingsError(f"capture_max_shift must be a finite number >= 0 (0: off), got "
+                                f"{self.capture_max_shift}")
         if self.capture_dir is None and self.capture_tokens is not None:
             raise SettingsError("capture_tokens is set without capture_dir: set both, or neither")
 
