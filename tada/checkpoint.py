@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -87,6 +88,31 @@ def load_checkpoint(path: str | Path) -> tuple[TadaNet, Config, dict[str, Any]]:
     return model, config, payload
 
 
+def warm_start(model: TadaNet, path: str | Path, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Load the weights of the checkpoint at ``path`` (``train.init_from``) into ``model`` before training. The
+    checkpoint must have the same classes and architecture. Returns the lineage: the path as given, the resolved
+    file, its SHA-256, its step and the release it belongs to (``release.json`` beside it), if any."""
+    resolved = Path(path).resolve()
+    source, _, payload = load_checkpoint(path)
+    if tuple(payload["classes"]) != tuple(classes):
+        raise ValueError(f"train.init_from: {path} was trained on the classes {payload['classes']}, the data has "
+                         f"{list(classes)}: a warm start needs the same classes")
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"train.init_from: {path} has another architecture than model.* ({first}): a warm start "
+                         "needs the same backbone and widths") from None
+    digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
+    record = resolved.parent / "release.json"
+    release = None
+    if record.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            release = json.loads(record.read_text(encoding="utf-8")).get("release")
+    return {"path": str(path), "resolved": str(resolved), "sha256": digest, "step": payload["step"],
+            "release": release}
+
+
 def load_trained(path: str | Path, data_root: str | Path) -> tuple[TadaNet, Config, dict[str, Any], DomainTask]:
     """`load_checkpoint`, and the dataset materialised under ``data_root`` loaded as the model was trained on it
     (its ``data`` params). The classes must be the model's."""
@@ -155,7 +181,7 @@ def set_rank_rng_state(state: dict[str, Any], augment: torch.Generator) -> None:
     augment.set_state(state["augment"])
 
 
-def training_fingerprint(config: Config, task: DomainTask, world_size: int) -> str:
+def training_fingerprint(config: Config, task: DomainTask, world_size: int, init_sha256: str | None = None) -> str:
     """What a training state is valid for: every setting that shapes training (not where or how often checkpoints
     are written), the data itself, and the number of processes (under torchrun also that each rank's own random
     state is in it: checkpoints from before the ranks drew their own are not resumed)."""
@@ -163,7 +189,8 @@ def training_fingerprint(config: Config, task: DomainTask, world_size: int) -> s
     settings["train"] = {k: v for k, v in settings["train"].items() if k not in ("checkpoint_interval",
                                                                                   "checkpoint_dir")}
     relevant = {k: settings[k] for k in ("data", "model", "method", "optim", "train", "validators")}
-    identity = {"config": relevant, "world_size": world_size, **({"rng": "per rank"} if world_size > 1 else {})}
+    identity = {"config": relevant, "world_size": world_size, **({"rng": "per rank"} if world_size > 1 else {}),
+                **({"init_sha256": init_sha256} if init_sha256 else {})}  # a warm start's weights, not only its path
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for image_set in (task.source_train, task.target_train, task.source_test, task.target_test):
         if image_set is not None:

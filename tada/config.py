@@ -226,6 +226,7 @@ class TrainConfig:
     pin_memory: bool = True  # page-locked host tensors for asynchronous copies to the GPU
     # keep the evaluation snapshot with the best score of this label-free validator (last: the last iterate)
     select: str = field(default="last", metadata=rules(choices=("last", *VALIDATORS)))
+    init_from: str | None = None  # warm start: the weights of a checkpoint (e.g. models/production/model.pt)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from tada.checkpoint import (
     set_rank_rng_state,
     set_rng_state,
     training_fingerprint,
+    warm_start,
 )
 from tada.config import Config
 from tada.data.loaders import BatchStream
@@ -67,6 +68,7 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)  # rule, step and score of the chosen snapshot
     seconds: float = 0.0
+    init_from: dict[str, Any] | None = None  # train.init_from's lineage (`tada.checkpoint.warm_start`)
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -87,6 +89,7 @@ class TrainResult:
             "method": config.method.name, "final": self.final, "last_iterate": self.last,
             "selection": self.selection, "evaluations": self.evaluations, "seconds": round(self.seconds, 2),
             "config_digest": config.digest(), "config": config.to_dict(),
+            **({"init_from": self.init_from} if self.init_from else {}),
         })
 
 
@@ -134,6 +137,7 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
     started = time.perf_counter()
     device = dist.device
     model = build_model(config, num_classes=len(task.classes), in_channels=task.in_channels)
+    lineage = warm_start(model, t.init_from, task.classes) if t.init_from else None
     model = model.to(device, memory_format=torch.channels_last if t.channels_last else torch.preserve_format)
     optimizer = build_optimizer(model, config.optim)
     net = dist.wrap(model, t.sync_batchnorm)
@@ -145,7 +149,7 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
     streams = {name: BatchStream(len(images), per_rank, generator, dist.rank, dist.world_size)
                for name, images in (("source", source_x), ("target", target_x))}
     held_out = HeldOut.from_task(task, config.validators.max_images)
-    result = TrainResult(model)
+    result = TrainResult(model, init_from=lineage)
     running: dict[str, torch.Tensor] = {}  # detached sums of each term since the last log row
     best: dict[str, Any] | None = None  # with train.select: step, score and weights of the best snapshot so far
 
@@ -154,7 +158,8 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
         if log and dist.is_main:
             log(row)
 
-    store = CheckpointStore(Path(t.checkpoint_dir), training_fingerprint(config, task, dist.world_size)) \
+    store = CheckpointStore(Path(t.checkpoint_dir), training_fingerprint(config, task, dist.world_size,
+                                                                 lineage and lineage["sha256"])) \
         if t.checkpoint_interval else None
     first_step = 1
     if store is not None and (state := store.latest()) is not None:
