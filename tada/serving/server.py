@@ -57,7 +57,8 @@ FLAGS = {  # flag -> (setting, type, help)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, nargs="?", default=None,
-                        help=f"the exported model (default: ${env_name('model')} or {ServeSettings.model})")
+                        help="an exported model, a release directory, or the link models/production, which is "
+                             f"followed (default: ${env_name('model')} or {ServeSettings.model})")
     defaults = ServeSettings()
     for flag, (name, kind, text) in FLAGS.items():
         parser.add_argument(flag, dest=name, type=kind, default=None,
