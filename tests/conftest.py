@@ -11,6 +11,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 
+import tada  # noqa: F401,I001 - first: it pins the CPU kernels before torch runs any (tada.cpu_kernels)
 import pytest
 import torch
 

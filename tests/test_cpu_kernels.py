@@ -1,0 +1,29 @@
+"""`tada.cpu_kernels`: the AVX2 pin that makes a seeded run the same bits on every x86-64 CPU."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from tada.cpu_kernels import PINS, SWITCH, pin
+
+
+def test_the_pins_are_set_unless_already_set_or_switched_off(monkeypatch):
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    env = {"MKL_CBWR": "COMPATIBLE"}
+    added = pin(env)
+    assert env == {**PINS, "MKL_CBWR": "COMPATIBLE"} and "MKL_CBWR" not in added
+    assert pin({SWITCH: "native"}) == {}
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert pin({}) == {}
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the pin applies to x86-64 only")
+def test_a_fresh_process_that_imports_tada_runs_torch_on_avx2_kernels():
+    env = {k: v for k, v in os.environ.items() if k not in PINS and k != SWITCH}
+    code = ("import tada, torch, os; torch.ones(8).sum(); "
+            "print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'], os.environ['ONEDNN_MAX_CPU_ISA'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["AVX2", "AVX2,STRICT", "AVX2"]
