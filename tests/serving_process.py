@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import io
+import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,23 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 START_S = 180  # onnxruntime's start on a busy 2-core machine takes seconds; the wait is bounded, not tight
-BOUNDARY = "tada-test-boundary"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _loadtest():
+    """benchmarks/loadtest.py (not a package): its multipart encoder and free-port finder serve here too."""
+    spec = importlib.util.spec_from_file_location("loadtest", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "loadtest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def multipart(images: list[bytes]) -> bytes:
-    body = io.BytesIO()
-    for i, data in enumerate(images):
-        body.write(f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"{i}.png\"\r\n"
-                   "Content-Type: image/png\r\n\r\n".encode())
-        body.write(data + b"\r\n")
-    body.write(f"--{BOUNDARY}--\r\n".encode())
-    return body.getvalue()
+_LOADTEST = _loadtest()
+BOUNDARY, free_port, multipart = _LOADTEST.BOUNDARY, _LOADTEST.free_port, _LOADTEST.multipart
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
