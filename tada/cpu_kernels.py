@@ -11,10 +11,15 @@ the last decade has AVX2, so that is the pin:
 | ATen (PyTorch's own kernels) | ``ATEN_CPU_CAPABILITY`` | ``avx2`` |
 | oneDNN (convolutions) | ``ONEDNN_MAX_CPU_ISA`` | ``AVX2`` |
 | MKL (BLAS, LAPACK) | ``MKL_CBWR`` (conditional numerical reproducibility) | ``AVX2,STRICT`` |
+| OpenBLAS (NumPy's and SciPy's BLAS, LAPACK: the validators, scikit-learn) | ``OPENBLAS_CORETYPE`` | ``Haswell`` |
+| NumPy's own loops (exp, log, sums) | ``NPY_DISABLE_CPU_FEATURES`` | its dispatch targets above AVX2 |
 
-The libraries read these once, when their first kernel runs, so they are set when ``tada`` is imported, before
-any of them has run (`pin`), and inherited by every process the pipeline starts (DVC's stages, torchrun's ranks).
-A variable already set is left alone; ``TADA_CPU_KERNELS=native`` leaves all three to the libraries (faster on an
+The libraries read these once: PyTorch's when their first kernel runs, NumPy's and OpenBLAS when NumPy is first
+imported. So they are set when ``tada`` is imported (`pin`): import ``tada`` (or ``pipelines``, which imports it)
+before NumPy; the stage processes, torchrun's ranks and the tests do, and every process they start inherits them.
+Unpinned, NumPy's AVX-512 loops and OpenBLAS' AVX-512 kernels gave the validators of the same predictions (the
+batch nuclear norm's SVD, DEV's logistic regression) one unit in the last place apart from an AVX2 machine's.
+A variable already set is left alone; ``TADA_CPU_KERNELS=native`` leaves all of them to the libraries (faster on an
 AVX-512 machine, but its results are its own). On other architectures (aarch64: NEON/SVE) nothing is pinned: the
 results are reproducible on the same kind of CPU, and golden results recorded on x86-64 do not apply there.
 """
@@ -24,7 +29,9 @@ from __future__ import annotations
 import os
 import platform
 
-PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
+PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}  # NumPy's dispatch targets above AVX2
 SWITCH = "TADA_CPU_KERNELS"  # "native": no pin
 
 

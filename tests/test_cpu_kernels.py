@@ -27,3 +27,17 @@ def test_a_fresh_process_that_imports_tada_runs_torch_on_avx2_kernels():
             "print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'], os.environ['ONEDNN_MAX_CPU_ISA'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["AVX2", "AVX2,STRICT", "AVX2"]
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the pin applies to x86-64 only")
+def test_a_stage_process_runs_numpy_and_openblas_without_avx512():
+    """NumPy's own loops (exp, log, sums) and its OpenBLAS (the validators' SVD, scikit-learn) pick AVX-512 kernels
+    when the CPU has them, at import: a stage imports `pipelines` first, which imports `tada`, which pins them."""
+    env = {k: v for k, v in os.environ.items() if k not in PINS and k != SWITCH}
+    code = ("import pipelines, numpy, threadpoolctl; "
+            "from numpy._core._multiarray_umath import __cpu_features__ as f; "
+            "print(f['X86_V4'], [i.get('architecture') for i in threadpoolctl.threadpool_info() "
+            "if i['internal_api'] == 'openblas'][0])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "Haswell"], out.stderr
+    assert "ImportWarning" not in out.stderr

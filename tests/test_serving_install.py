@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_text import metric, samples
 from serving_model import tiny_model
 
 from tada.data.decoded import load_image
+from tada.serving.release import release_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +155,9 @@ def test_the_installed_service_predicts_like_pytorch_and_survives_bad_input(serv
             assert (response.status_code, response.json()["error"]) == (status, code), (case, response.text)
             assert client.post("/predict", files=files(good)).status_code == 200, f"not serving after {case}"
         metrics = client.get("/metrics").text
-        assert 'tada_requests_total{endpoint="/predict",method="POST",status="200"} 7.0' in metrics
-        assert 'tada_requests_total{endpoint="/predict",method="POST",status="413"} 2.0' in metrics
+        # every series carries the release that answered, too
+        assert metric(metrics, "tada_requests_total", endpoint="/predict", method="POST", status=200) == 7
+        assert metric(metrics, "tada_requests_total", endpoint="/predict", method="POST", status=413) == 2
+        assert {labels["release"] for labels, _ in samples(metrics, "tada_requests_total")} == {release_id(tiny.onnx)}
         health = client.get("/health").json()
         assert health["status"] == "ok" and health["shift"]["images"] == 13
