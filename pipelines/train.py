@@ -10,6 +10,7 @@ from pipelines._paths import DATA, MODEL, PARAMS, TRAIN_DIR
 from pipelines._stage import user_errors
 from tada.config import load_config
 from tada.data.decoded import load_task
+from tada.data.task import check_trainable
 from tada.distributed import is_main_process, resolve_device
 from tada.io import replace_dir, staging_dir
 from tada.progress import TrainingProgress
@@ -35,6 +36,7 @@ def main() -> int:
         return subprocess.run(torchrun_command(config.train.nproc)).returncode
     with user_errors("train"):
         task = load_task(DATA, config.data)
+        check_trainable(task, config.train.batch_size)  # train() checks too; here it is one line, not a traceback
     if not is_main_process():  # the other ranks train alongside and write nothing
         train(config, task)
         return 0

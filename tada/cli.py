@@ -153,11 +153,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tada.config import ConfigError
     from tada.data.download import DownloadError
+    from tada.io import NO_SPACE
 
     try:
         return args.func(args)
     except (ConfigError, DownloadError, FileNotFoundError, ValueError) as e:
         print(f"tada: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        print(f"tada: error: {e.strerror if e.strerror and e.strerror.startswith('no space') else e}",
+              file=sys.stderr)
         return 2
 
 

@@ -22,7 +22,9 @@ from tada.io import read_text
 
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "parse_overrides", "yaml_value"]
 
-DATASETS = ("synthetic_to_handwritten", "office31", "office_home", "image_clef", "visda2017", "digits", "folder")
+DATASETS = ("synthetic_to_handwritten", "handwritten_to_synthetic", "synthetic_to_heavy_synthetic",  # generated
+            "synthetic_to_inverted_handwritten", "synthetic_to_handwritten_label_shift",  # (tada.data.shift_tasks)
+            "office31", "office_home", "image_clef", "visda2017", "digits", "folder")
 BACKBONES = ("dtn", "lenet", "resnet101", "resnet18", "resnet34", "resnet50")  # == backbones.available_backbones()
 METHODS = ("source_only", "dann", "tada", "tada_no_local", "tada_no_global")  # == methods.METHODS
 VALIDATORS = ("source_accuracy", "neg_entropy", "info_max", "snd", "bnm", "devn", "class_ami",

@@ -1,14 +1,15 @@
 """Strict construction of nested frozen dataclasses from plain data (a parsed YAML file), and back.
 
 The schema (`tada.config`) declares each field's type and, in its metadata, its rules (`rules`: ``gt``, ``ge``,
-``lt``, ``le``, ``choices``, ``subset``, ``interval``). `build` rejects unknown keys, wrong types and values
-outside the rules, naming the dotted key path (``train.iterations must be > 0, got -5``).
+``lt``, ``le``, ``choices``, ``subset``, ``interval``). `build` rejects unknown keys, wrong types, non-finite
+numbers and values outside the rules, naming the dotted key path (``train.iterations must be > 0, got -5``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -66,6 +67,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} must be a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .inf and .nan: no setting means either, and they fail far downstream
+            raise ConfigError(f"{path} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -160,3 +161,53 @@ def remove_tree(path: str | Path) -> None:
         path.unlink(missing_ok=True)
     elif path.exists():
         shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+_TEMPORARY_NAME = re.compile(r"^\.(.+)\.\d+\.[0-9a-f]+\.tmp$")
+
+
+def output_of(path: str | Path) -> Path:
+    """The output a path inside a temporary of `atomic_path` / `staging_dir` belongs to
+    (``data/.images.12.ab12cd34.tmp/x.png`` -> ``data/images``), or ``path`` itself: what to name to a user."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts):
+        if match := _TEMPORARY_NAME.match(part):
+            return Path(*parts[:i], match.group(1))
+    return Path(path)
+
+
+def no_space(path: str | Path, needed: int | None = None, fix: str = "") -> OSError:
+    """The ENOSPC error to raise for ``path`` (named as the output it belongs to, `output_of`): how much is free
+    where it lives (and ``needed``), and ``fix``."""
+    path = output_of(path)
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+        have = f"{free / 2**20:.1f} MiB free"
+    except OSError:
+        have = "no free space"
+    need = f", {needed / 2**20:.1f} MiB needed" if needed is not None else ""
+    return OSError(errno.ENOSPC, f"no space left on the device of {path} ({have}{need})" + (f": {fix}" if fix else ""))
+
+
+def reserve(path: str | Path, nbytes: int, fix: str = "") -> None:
+    """Allocate the blocks of the existing file ``path`` up to ``nbytes`` now, so that writing into a memory map of it
+    can never hit a full disk (which kills the process with SIGBUS, no message): `no_space` if they are not there.
+    Where the file system cannot preallocate, its free space is checked instead."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise no_space(path, nbytes, fix) from None
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        if shutil.disk_usage(Path(path).parent).free < nbytes:
+            raise no_space(path, nbytes, fix) from None
+    finally:
+        os.close(fd)

@@ -30,7 +30,7 @@ from tada.checkpoint import (
 )
 from tada.config import Config
 from tada.data.loaders import BatchStream
-from tada.data.task import DomainTask, crop_batch, uint8_to_input
+from tada.data.task import DomainTask, check_trainable, crop_batch, uint8_to_input
 from tada.distributed import DistributedContext, is_main_process
 from tada.evaluate import HeldOut, evaluate_heldout
 from tada.io import write_json_atomic
@@ -120,8 +120,11 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, config: C
     return StepStats({"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, lr, coeff)
 
 
-def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None = None) -> TrainResult:
-    """Train ``config.method.name`` on ``task``; ``log`` receives every `LogRow` as it is logged.
+def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None = None,
+          on_eval: Callable[[int, TadaNet], None] | None = None) -> TrainResult:
+    """Train ``config.method.name`` on ``task``; ``log`` receives every `LogRow` as it is logged, and ``on_eval``
+    the step and the model (in eval mode; it must leave it unchanged) at every evaluation, e.g. to keep what a
+    benchmark needs of each snapshot.
 
     With ``train.checkpoint_interval`` the complete state is saved every that many steps (`CheckpointStore`) and a
     run with the same fingerprint (same training params, same data) resumes from the latest one: the rows logged
@@ -130,6 +133,7 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
     """
     t = config.train
     method = get_method(config.method.name)
+    check_trainable(task, t.batch_size)
     dist = DistributedContext.from_env(t.device)
     if t.batch_size % dist.world_size:
         raise ValueError(f"train.batch_size ({t.batch_size}) must divide evenly over {dist.world_size} processes")
@@ -201,6 +205,10 @@ def train(config: Config, task: DomainTask, log: Callable[[LogRow], None] | None
                 best = {"step": step, "score": metrics[t.select],
                         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
             emit("eval", step, metrics)
+            if on_eval is not None:
+                model.eval()
+                on_eval(step, model)
+                model.train()
         if store is not None and step % t.checkpoint_interval == 0 and step < t.iterations:
             ranks = dist.gather(rank_rng_state(augment)) if dist.group else None
             if dist.is_main:

@@ -62,8 +62,8 @@ def test_tada_train_trains_on_a_folder_dataset(tmp_path, capsys):
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.full((28, 28), shade + i, np.uint8)).save(path)
     (tmp_path / "user" / "target").mkdir()
-    for i in range(6):
-        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / "user" / "target" / f"{i}.png")
+    for i in range(10):  # at least train.batch_size (8): each step takes 8 target images
+        Image.fromarray(np.full((28, 28), 25 * i, np.uint8)).save(tmp_path / "user" / "target" / f"{i}.png")
     args = train_args(tmp_path, "data.name=folder", f"data.folder.source={tmp_path / 'user' / 'source'}",
                       f"data.folder.target={tmp_path / 'user' / 'target'}")
     assert main(args) == 0

@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,71 @@ def case_predict_csv_with_undecodable_name(d: Path) -> list[str]:
     return ["-m", "tada.cli", "predict", str(tiny_model().onnx), str(folder), "-o", str(d / "out.csv"), "--no-progress"]
 
 
+def _source_csv(d: Path, extra_row: str) -> list[str]:
+    user_data(d / "user_data")
+    rows = "path,label\n" + "".join(f"source/{c}/{i}.png,{c}\n" for c in ("cat", "dog") for i in range(12))
+    (d / "user_data" / "source.csv").write_text(rows + extra_row + "\n")
+    (d / "params.yaml").write_text(params(data={"name": "folder", "folder": {"source": "user_data/source.csv",
+                                                                            "target": "user_data/target"}}))
+    return ["-m", "pipelines.fetch"]
+
+
+def case_listing_outside_its_folder(d: Path) -> list[str]:
+    (d / "secret.png").write_bytes(png_bytes(np.zeros((8, 8), np.uint8)))
+    return _source_csv(d, "../secret.png,cat")
+
+
+def case_class_named_dot_dot(d: Path) -> list[str]:
+    return _source_csv(d, "source/cat/0.png,..")
+
+
+def case_one_class_source(d: Path) -> list[str]:
+    user_data(d / "user_data")
+    shutil.rmtree(d / "user_data" / "source" / "dog")
+    (d / "params.yaml").write_text(params(**FOLDER))
+    return ["-m", "pipelines.fetch"]
+
+
+def case_batch_larger_than_the_data(d: Path) -> list[str]:
+    (d / "params.yaml").write_text(params(train={"batch_size": 100_000}))
+    subprocess.run([sys.executable, "-m", "pipelines.fetch"], cwd=d, env=_env(), check=True, capture_output=True)
+    return ["-m", "pipelines.train"]
+
+
+def case_infinite_learning_rate(d: Path) -> list[str]:
+    (d / "params.yaml").write_text(params().replace("  lr: 0.01", "  lr: .inf"))
+    return ["-m", "pipelines.train"]
+
+
+def case_full_disk(d: Path) -> list[str]:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], check=True)  # CI runs as root
+    (d / "params.yaml").write_text(params(data={"source_train_per_class": 200}))
+    return ["-m", "pipelines.fetch"]
+
+
+def case_predict_unconvertible_image(d: Path) -> list[str]:
+    (d / "images").mkdir()
+    (d / "images" / "0.png").write_bytes(tiny_model().target_pngs[0].read_bytes())
+    (d / "images" / "lab.tif").write_bytes(lab_tiff())
+    return ["-m", "tada.cli", "predict", str(tiny_model().onnx), str(d / "images"), "-o", str(d / "out.csv"),
+            "--no-progress"]
+
+
+def case_predict_nan_threshold(d: Path) -> list[str]:
+    return ["-m", "tada.cli", "predict", str(tiny_model().onnx), str(tiny_model().target_pngs[0]),
+            "--shift-threshold", "nan"]
+
+
+def case_predict_output_not_writable(d: Path) -> list[str]:
+    (d / "a-file").write_text("x")
+    return ["-m", "tada.cli", "predict", str(tiny_model().onnx), str(tiny_model().target_pngs[0]), "-o",
+            str(d / "a-file" / "out.csv")]
+
+
+def case_serve_nan_threshold(d: Path) -> list[str]:
+    return ["-m", "tada.cli", "serve", str(tiny_model().onnx), "--shift-threshold", "nan"]
+
+
 CASES = {  # name -> (what is tried, how it is set up)
     "unknown params key": ("`train.iteration: 5` in params.yaml (a typo)", case_unknown_key),
     "duplicate params key": ("`iterations` twice under `train:` in params.yaml", case_duplicate_key),
@@ -169,6 +235,17 @@ CASES = {  # name -> (what is tried, how it is set up)
     "CMYK JPEG": ("a CMYK JPEG in the source, `image_modes: [L, RGB]`", case_cmyk_jpeg),
     "undecodable file name": ("`tada predict -o out.csv` on a folder with a Latin-1 file name (accepted)",
                               case_predict_csv_with_undecodable_name),
+    "listing outside its folder": ("a source CSV row `../secret.png,cat`", case_listing_outside_its_folder),
+    "class named ..": ("a source CSV row labelled `..`", case_class_named_dot_dot),
+    "one-class source": ("`user_data/source/` with the class folder `cat` only", case_one_class_source),
+    "batch larger than the data": ("`train.batch_size: 100000`", case_batch_larger_than_the_data),
+    "infinite learning rate": ("`optim.lr: .inf`", case_infinite_learning_rate),
+    "full disk": ("`fetch` with `data/` on a 1 MiB file system", case_full_disk),
+    "unconvertible image": ("`tada predict -o out.csv` on a folder holding a CIE-LAB TIFF",
+                            case_predict_unconvertible_image),
+    "predict threshold nan": ("`tada predict --shift-threshold nan`", case_predict_nan_threshold),
+    "output not writable": ("`tada predict -o a-file/out.csv`", case_predict_output_not_writable),
+    "serve threshold nan": ("`tada serve --shift-threshold nan`", case_serve_nan_threshold),
 }
 
 
@@ -177,11 +254,15 @@ def _env() -> dict[str, str]:
 
 
 def run_case(name: str, tmp_path: Path) -> tuple[int, str]:
-    d = tmp_path / name.replace(" ", "_")
+    d = tmp_path / name.replace(" ", "_").replace(".", "dot")
     d.mkdir()
     args = CASES[name][1](d)
-    result = subprocess.run([sys.executable, *args], cwd=d, env=_env(), capture_output=True, text=True,
-                            errors="replace")
+    try:
+        result = subprocess.run([sys.executable, *args], cwd=d, env=_env(), capture_output=True, text=True,
+                                errors="replace")
+    finally:
+        if os.path.ismount(d):
+            subprocess.run(["umount", "-l", str(d)], check=False)
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
     message = "<br>".join(lines[-4:])  # the message (validate's summary spans a few lines)
@@ -219,6 +300,8 @@ def test_every_bad_input_gets_a_precise_message_and_the_doc_says_so(tmp_path):
     by_name = {r[0]: r for r in rows}
     assert by_name["CSV with a BOM"][2] == 0 and by_name["undecodable file name"][2] == 0
     assert all(code in (1, 2) for name, _, code, _ in rows if name not in ("CSV with a BOM", "undecodable file name"))
+    assert by_name["unconvertible image"][2] == 1  # the other image is predicted and written
+    assert len(list(csv.reader((tmp_path / "unconvertible_image" / "out.csv").open()))) == 3
     written = list(csv.reader(io.StringIO((tmp_path / "undecodable_file_name" / "out.csv").read_bytes().decode(
         "utf-8", "surrogateescape"))))
     assert written[1][0].encode("utf-8", "surrogateescape").endswith(b"caf\xe9.png")  # the name's own bytes
@@ -247,6 +330,12 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def lab_tiff() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("LAB", (8, 8)).save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
 def http_cases(target: bytes) -> dict[str, tuple[str, object]]:
     """name -> (what is tried, an httpx request's keyword arguments or raw bytes to send)."""
     def files(*blobs, field="images", content_type="image/png"):
@@ -270,6 +359,9 @@ def http_cases(target: bytes) -> dict[str, tuple[str, object]]:
         "unknown path": ("`GET /predictions`", {"method": "GET", "url": "/predictions"}),
         "wrong method": ("`GET /predict`", {"method": "GET", "url": "/predict"}),
         "slow upload": ("a body trickled at 4 bytes/s, `body_timeout` 1 s", "trickle"),
+        "slow headers": ("the headers trickled a byte every 0.25 s, `header_timeout` 1 s", "slow headers"),
+        "unconvertible image": ("a CIE-LAB TIFF (Pillow decodes it, cannot convert it)",
+                                files(lab_tiff(), content_type="image/tiff")),
     }
 
 
@@ -285,7 +377,23 @@ def send(port: int, request: object) -> tuple[int, dict]:
             response = client.request(**kwargs)
             return response.status_code, response.json()
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
-        if request == "trickle":
+        if request == "slow headers":
+            s.settimeout(0.25)
+            raw = b""
+            for byte in HEAD.encode():
+                try:
+                    s.sendall(bytes([byte]))
+                    raw += s.recv(65536)
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                if b"\r\n\r\n" in raw:
+                    break
+            s.settimeout(WAIT_S)
+            while chunk := s.recv(65536):
+                raw += chunk
+        elif request == "trickle":
             s.sendall((HEAD + "Content-Length: 1000\r\n\r\n").encode())
             s.settimeout(0.25)
             raw = b""
@@ -321,7 +429,8 @@ def test_every_bad_request_gets_a_precise_json_answer_and_the_doc_says_so():
     tiny = tiny_model()
     target = tiny.target_pngs[0].read_bytes()
     rows = []
-    limits = {"max_images": 4, "max_body_bytes": 1024 * 1024, "max_pixels": 64 * 64, "body_timeout": 1.0}
+    limits = {"max_images": 4, "max_body_bytes": 1024 * 1024, "max_pixels": 64 * 64, "body_timeout": 1.0,
+              "header_timeout": 1.0}
     with running(tiny, **limits) as port:
         for name, (tried, request) in http_cases(target).items():
             status, body = send(port, request)

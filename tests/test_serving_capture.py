@@ -167,10 +167,10 @@ def test_an_image_deleted_while_the_capture_is_laid_out_is_left_out(tmp_path):
     for data in blobs:
         paths.append(tmp_path / f"{hashlib.sha256(data).hexdigest()}.png")
         paths[-1].write_bytes(data)
-    samples = [Sample(None, path=p, volatile=True) for p in paths]
+    samples = [Sample(None, path=p, volatile=True, root=tmp_path) for p in paths]
     paths[1].unlink()  # evicted by capture's byte budget after the listing
     rows = write_samples({("target", "train"): samples}, ["0"], tmp_path / "data")
     assert sorted(r.sha256 for r in rows) == sorted(hashlib.sha256(b).hexdigest() for b in (blobs[0], blobs[2]))
     with pytest.raises(FileNotFoundError, match="not found"):
-        write_samples({("target", "train"): [Sample(None, path=paths[1])]}, ["0"], tmp_path / "data2")
+        write_samples({("target", "train"): [Sample(None, path=paths[1], root=tmp_path)]}, ["0"], tmp_path / "data2")
     assert np.all([Path(tmp_path / "data" / r.path).is_file() for r in rows])

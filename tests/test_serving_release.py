@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -154,19 +153,6 @@ def test_kill_9_mid_capture_leaves_only_whole_images_and_a_readable_log(tmp_path
     assert len(records) >= len(visible) - 1  # a kill between an image's rename and its log line costs one line
     Capture(capture).close()  # the next start removes the temporaries of the killed writer
     assert not [p for p in capture.iterdir() if p.name.startswith(".")]
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs (root only: CI runs as root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
-                            text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_never_fails_a_request(tmp_path, tiny, small_disk):

@@ -2,25 +2,27 @@
 the ``fetch`` stage writes); `tada.data.decoded.load_task` reads any of them back as a `DomainTask` (what
 ``train``, ``evaluate`` and ``export`` read).
 
-- ``synthetic_to_handwritten``: generated offline (`tada.data.default_task`);
+- ``synthetic_to_handwritten``: generated offline (`tada.data.default_task`), and the shift tasks generated from
+  its two domains (`tada.data.shift_tasks`);
 - ``folder``: the user's images (`tada.data.folder`);
 - a benchmark (`tada.data.registry`): its archives downloaded, verified and extracted (`tada.data.download`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from tada.config import DataConfig
-from tada.data.default_task import build_default_task
 from tada.data.download import ensure_dataset
 from tada.data.folder import read_folder_dataset
 from tada.data.manifest import ManifestRow, write_dataset, write_samples
 from tada.data.registry import get_dataset
 from tada.data.samples import Sample
+from tada.data.shift_tasks import SHIFT_TASKS, build_generated_task
 from tada.data.task import stratified_split
 
 __all__ = ["benchmark_splits", "hold_out_source", "materialise"]
@@ -31,8 +33,8 @@ Splits = dict[tuple[str, str], Sequence[Sample]]
 def materialise(cfg: DataConfig, root: str | Path, log: Callable[[str], None] = print) -> list[ManifestRow]:
     """Lay the dataset named by ``cfg.name`` out under ``root`` as images + manifest (replaced whole, atomically):
     the generated default task, the user's folders, or a benchmark (downloaded and verified first)."""
-    if cfg.name == "synthetic_to_handwritten":
-        return write_dataset(build_default_task(cfg), root)
+    if cfg.name in SHIFT_TASKS:
+        return write_dataset(build_generated_task(cfg), root)
     if cfg.name == "folder":
         splits, classes = read_folder_dataset(cfg.folder, log)
     else:
@@ -76,7 +78,7 @@ def benchmark_splits(cfg: DataConfig, log: Callable[[str], None] = print) -> tup
         splits[("source", "test")] = source.test
     if target.test:
         # The benchmark has a target test split: the training images go in unlabelled, as training sees them.
-        splits[("target", "train")] = [Sample(None, path=s.path, image=s.image) for s in target.train]
+        splits[("target", "train")] = [dataclasses.replace(s, label=None) for s in target.train]
         splits[("target", "test")] = target.test
     else:
         splits[("target", "train")] = target.train  # labels kept for the transductive evaluation only

@@ -4,6 +4,7 @@ uint8 arrays, optionally cached as memory-mapped ``.npy`` files shared by the st
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 from tada.config import DataConfig
 from tada.data.manifest import MANIFEST, SPLITS, ManifestRow, read_manifest
 from tada.data.task import DomainTask, ImageSet
-from tada.io import atomic_path
+from tada.io import atomic_path, reserve
 from tada.preprocessing import center_crop, resized
 
 
@@ -72,6 +73,8 @@ def load_task(root: str | Path, cfg: DataConfig) -> DomainTask:
             return np.stack(list(decoded))
         with atomic_path(cache / f"{name}.npy") as tmp:  # filled image by image: never all in memory at once
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            reserve(tmp, os.path.getsize(tmp), f"free space there, or set data.decoded_cache: null (decode into "
+                    f"memory) or to a folder on a larger disk (data.decoded_cache is {cfg.decoded_cache})")
             for i, image in enumerate(decoded):
                 out[i] = image
             out.flush()

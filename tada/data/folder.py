@@ -22,11 +22,12 @@ exactly the files used, with their SHA-256.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
 from tada.config import FolderConfig, since_timestamp
-from tada.data.samples import IMAGE_SUFFIXES, Sample
+from tada.data.samples import IMAGE_SUFFIXES, Sample, check_class_name, check_contained
 from tada.io import read_text
 
 
@@ -56,8 +57,9 @@ def snapshot(folder: Path, recent: int = 0, since: float | None = None) -> tuple
     return [path for _, _, path in dated], counts
 
 
-def read_csv_listing(path: Path) -> list[tuple[str, str | None]]:
-    """Rows of ``path[,label]`` from a CSV or whitespace-free list file; a header row ``path,label`` is skipped."""
+def read_csv_listing(path: Path) -> list[tuple[int, str, str | None]]:
+    """``(line, path, label)`` of each ``path[,label]`` row of a CSV or whitespace-free list file; a header row
+    ``path,label`` is skipped."""
     rows = []
     for number, record in enumerate(csv.reader(io.StringIO(read_text(path), newline="")), start=1):
         if not record or not record[0].strip() or record[0].lstrip().startswith("#"):
@@ -67,7 +69,7 @@ def read_csv_listing(path: Path) -> list[tuple[str, str | None]]:
         if len(record) > 2:
             raise ValueError(f"{path}, line {number}: expected 'path' or 'path,label', got {len(record)} fields")
         label = record[1].strip() if len(record) == 2 and record[1].strip() else None
-        rows.append((record[0].strip(), label))
+        rows.append((number, record[0].strip(), label))
     return rows
 
 
@@ -91,28 +93,37 @@ def read_listing(spec: str, key: str, *, labels_required: bool, recent: int = 0,
                 raise ValueError(f"{key}: the class folder {path / empty[0]} has no images (suffixes "
                                  f"{', '.join(sorted(IMAGE_SUFFIXES))}); add some or remove the folder"
                                  + (f" (also empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""))
-            samples = [Sample(c.name, path=p) for c in classes for p in _images_in(c)]
+            for c in classes:
+                check_class_name(c.name, f"{key}: class folder {c}")
+            samples = [Sample(c.name, path=p, root=path, origin=f"{key}: {p}") for c in classes
+                       for p in _images_in(c)]
         elif labels_required:
             raise ValueError(f"{key}: {path} has no class folders; labelled images must be laid out as "
                              f"<class name>/<image>")
         else:
             files, left_out = snapshot(path, recent, since)
-            samples = [Sample(None, path=p, volatile=True) for p in files]
+            samples = [Sample(None, path=p, volatile=True, root=path, origin=f"{key}: {p}") for p in files]
             if log is not None and any(left_out.values()):
                 log(f"{key}: {len(files)} images of {path} taken, left out: "
                     + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in left_out.items() if n))
     else:
         samples = []
-        for name, label in read_csv_listing(path):
-            file = Path(name) if Path(name).is_absolute() else path.parent / name
+        for number, name, label in read_csv_listing(path):
+            origin = f"{key}: {path}, line {number}"
             if label is None and labels_required:
-                raise ValueError(f"{key}: {path}: {name} has no label (every row needs path,label)")
-            samples.append(Sample(label, path=file))
+                raise ValueError(f"{origin}: {name} has no label (every row needs path,label)")
+            if label is not None:
+                check_class_name(label, origin)
+            samples.append(Sample(label, path=path.parent / name, root=path.parent, origin=origin))
+        for sample in samples:  # before anything else looks at the files: a listing names only its own images
+            check_contained(sample)
         missing = [s.path for s in samples if not s.path.is_file()]
         if missing:
             raise FileNotFoundError(f"{key}: {path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}")
     if not samples:
         raise ValueError(f"{key}: no images found in {path}")
+    for sample in samples:  # a folder's symbolic links too (a listing's were checked before it was read)
+        check_contained(sample)
     return samples
 
 
@@ -130,10 +141,13 @@ def read_folder_dataset(cfg: FolderConfig, log=None) -> tuple[dict[tuple[str, st
         raise ValueError(f"data.folder.source and data.folder.target name {len(shared)} of the same images (e.g. "
                          f"{min(shared)}): the target must be other images than the labelled source")
     classes = tuple(sorted({s.label for s in source if s.label}))
+    if len(classes) < 2:
+        raise ValueError(f"data.folder.source: {cfg.source} has {len(classes)} class ({', '.join(classes)}): a "
+                         "classifier needs labelled images of at least two classes")
     splits = {("source", "train"): source, ("target", "train"): target}
     if cfg.target_test:
         splits[("target", "test")] = read_listing(cfg.target_test, "data.folder.target_test", labels_required=True)
-        splits[("target", "train")] = [Sample(None, path=s.path, volatile=s.volatile) for s in target]  # unlabelled
+        splits[("target", "train")] = [dataclasses.replace(s, label=None) for s in target]  # unlabelled
     elif any(s.label for s in target) and not all(s.label for s in target):
         raise ValueError("data.folder.target: label every target image or none of them (partly labelled)")
     return splits, classes

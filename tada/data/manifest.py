@@ -13,12 +13,13 @@ a half-written dataset behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,10 +27,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from tada.data.samples import check_class_name, check_contained
+from tada.io import NO_SPACE, no_space, read_text, replace_dir, staging_dir
+
 if TYPE_CHECKING:
     from tada.data.samples import Sample
     from tada.data.task import DomainTask
-from tada.io import read_text, replace_dir, staging_dir
 
 COLUMNS = ("path", "domain", "split", "label", "width", "height", "mode", "sha256")
 MANIFEST = "manifest.csv"
@@ -78,6 +81,17 @@ def _describe(path: Path) -> tuple[int, int, str]:
         return 0, 0, ""
 
 
+@contextlib.contextmanager
+def _disk_space(root: str | Path) -> Iterator[None]:
+    """A full disk while the dataset is laid out: `tada.io.no_space` naming ``root``, with what was free then."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        raise no_space(root, fix="free space there (df -h), or lay the data out on a larger disk") from None
+
+
 def write_samples(
     splits: dict[tuple[str, str], Sequence[Sample]],
     classes: Sequence[str],
@@ -87,14 +101,21 @@ def write_samples(
     """Materialise ``(domain, split) -> samples`` under ``root`` as files + manifest, replacing ``root`` whole.
 
     File samples keep their format and bytes (hard-linked when possible); in-memory samples are written as PNG.
-    A file that does not decode is still listed (with width 0), so validation can report it by path.
+    A file that does not decode is still listed (with width 0), so validation can report it by path. Before anything
+    is copied, every file must lie inside its listing's root (`check_contained`) and every label be a usable class
+    name (`check_class_name`): nothing from elsewhere on the machine reaches ``data/`` (and so DVC's cache).
     """
-    with staging_dir(root) as staging:
+    for (domain, split), samples in splits.items():
+        for sample in samples:
+            check_contained(sample)
+            if sample.label is not None:
+                check_class_name(sample.label, sample.origin or f"{domain}/{split}")
+    with staging_dir(root) as staging, _disk_space(root):
         rows = []
         for (domain, split), samples in splits.items():
             vanished = 0
             for i, sample in enumerate(samples):
-                folder = f"images/{domain}/{split}/{_safe_name(sample.label) if sample.label else 'unlabeled'}"
+                folder = f"images/{domain}/{split}/{sample.label or 'unlabeled'}"
                 (staging / folder).mkdir(parents=True, exist_ok=True)
                 if sample.image is not None:
                     rel = f"{folder}/{i:06d}.png"
@@ -135,7 +156,7 @@ def _write_tables(staging: Path, rows: list[ManifestRow], classes: Sequence[str]
 
 def write_dataset(task: DomainTask, root: str | Path) -> list[ManifestRow]:
     """Write ``task``'s images and manifest under ``root``, replacing what was there only once all is written."""
-    with staging_dir(root) as staging:
+    with staging_dir(root) as staging, _disk_space(root):
         rows = []
         sets = {("source", "train"): task.source_train, ("source", "test"): task.source_test,
                 ("target", "train"): task.target_train, ("target", "test"): task.target_test}

@@ -46,7 +46,7 @@ def _image_folder(root: Path, classes: Sequence[str], what: str) -> tuple[Sample
     for label in classes:
         folder = root / label
         if folder.is_dir():
-            samples += [Sample(label, path=p) for p in sorted(folder.iterdir())
+            samples += [Sample(label, path=p, root=root, origin=what) for p in sorted(folder.iterdir())
                         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     return tuple(samples)
 
@@ -66,7 +66,7 @@ def _list_file(root: Path, listing: Path, classes: Sequence[str], what: str) -> 
         except (ValueError, IndexError):
             raise ValueError(f"{listing}, line {number}: expected '<path> <class index 0..{len(classes) - 1}>', "
                              f"got {line!r}") from None
-        samples.append(Sample(label, path=root / " ".join(parts[:-1])))
+        samples.append(Sample(label, path=root / " ".join(parts[:-1]), root=root, origin=f"{listing}, line {number}"))
     return tuple(samples)
 
 
@@ -235,10 +235,11 @@ def _read_digits(dirs: dict[str, Path], domain: str, classes: tuple[str, ...]) -
     for split in ("train", "test"):
         listing = root / f"mnist_m_{split}_labels.txt"
         samples = []
-        for line in read_text(listing).splitlines():
+        for number, line in enumerate(read_text(listing).splitlines(), start=1):
             if line.strip():
                 name, label = line.split()
-                samples.append(Sample(DIGIT_CLASSES[int(label)], path=root / f"mnist_m_{split}" / name))
+                samples.append(Sample(DIGIT_CLASSES[int(label)], path=root / f"mnist_m_{split}" / name, root=root,
+                                      origin=f"{listing}, line {number}"))
         splits.append(tuple(samples))
     return DomainData(*splits)
 

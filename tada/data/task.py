@@ -10,8 +10,8 @@ import torch
 
 from tada.preprocessing import DIVISOR, OFFSET, center_crop
 
-__all__ = ["DomainTask", "ImageSet", "center_crop", "crop_batch", "spaced", "stratified_split", "to_tensor",
-           "uint8_to_input"]
+__all__ = ["DomainTask", "ImageSet", "center_crop", "check_trainable", "crop_batch", "spaced", "stratified_split",
+           "to_tensor", "uint8_to_input"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,22 @@ class DomainTask:
     @property
     def in_channels(self) -> int:
         return 1 if self.source_train.images.ndim == 3 else self.source_train.images.shape[-1]
+
+
+def check_trainable(task: DomainTask, batch_size: int) -> None:
+    """Refuse a task no model can be adapted on, before any training: fewer than two source classes with images
+    (a one-class "classifier" is confidently right about everything, and the gate would promote it), or a batch
+    (``batch_size`` source + ``batch_size`` target images per step) larger than either training split."""
+    present = np.unique(task.source_train.labels) if task.source_train.labels is not None else np.array([])
+    if len(present) < 2:
+        names = ", ".join(task.classes[int(c)] for c in present) or "none"
+        raise ValueError(f"the source training images have {len(present)} class(es) ({names}): a classifier needs "
+                         "labelled images of at least two classes")
+    for what, images in (("source", task.source_train), ("target", task.target_train)):
+        if batch_size > len(images):
+            raise ValueError(f"train.batch_size ({batch_size}) is larger than the {what} training split "
+                             f"({len(images)} images): each step takes train.batch_size images of each domain, so "
+                             f"lower it to at most {len(images)}")
 
 
 def stratified_split(

@@ -16,8 +16,11 @@ no_release``. No endpoint changes the service's state: releases are swapped by m
 Bad input never reaches the model: each case has its own status and ``error`` code, and a message naming the image
 (index and filename) and the limit: 415 ``wrong_content_type`` (the request is not multipart, or a part declares a
 non-image type), 413 ``body_too_large`` / ``too_many_images`` / ``image_too_large``, 422 ``not_an_image`` /
-``corrupt_image``, 400 ``no_images`` / ``malformed_multipart`` / ``unexpected_field`` / ``bad_content_length``,
-408 ``body_timeout`` (the body took longer than ``body_timeout``), 404 ``not_found``, 405 ``method_not_allowed``.
+``corrupt_image`` / ``unsupported_image`` (decoded, but not convertible to the model's mode), 503 ``decode_busy``
+(the process's decode budget, ``max_decoding_bytes``, stayed taken for ``body_timeout``), 400 ``no_images`` /
+``malformed_multipart`` / ``unexpected_field`` / ``bad_content_length``, 408 ``body_timeout`` (the body took
+longer than ``body_timeout``) / ``header_timeout``, 503 ``too_many_connections``, 404 ``not_found``, 405
+``method_not_allowed``.
 Requests uvicorn's HTTP parser refuses get the same JSON from `tada.serving.protocol`. Every 4xx is counted by its
 code in /metrics. Anything unexpected is a 500 with a JSON body; the server keeps serving either way.
 """
@@ -43,7 +46,15 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tada import __version__
 from tada.serving.capture import Capture
-from tada.serving.images import ImageError, ImageTooLargeError, decode
+from tada.serving.images import (
+    DecodeBudget,
+    DecodeBusyError,
+    ImageError,
+    ImageTooLargeError,
+    decoded_bytes,
+    finish,
+    open_image,
+)
 from tada.serving.metrics import ServiceMetrics
 from tada.serving.predictor import Predictor
 from tada.serving.release import ReleaseSlot, Served
@@ -80,6 +91,7 @@ def create_app(source: Predictor | ReleaseSlot, settings: ServeSettings,
             s["fraction_above"] > settings.shift_alert_fraction)
 
     metrics = ServiceMetrics(slot, alert, capture)
+    budget = DecodeBudget(settings.max_decoding_bytes, wait=settings.body_timeout)
     started = time.time()
     app = FastAPI(title="TADA inference", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   description="Predictions of an exported TADA model with onnxruntime, and domain-shift monitoring.")
@@ -94,7 +106,7 @@ def create_app(source: Predictor | ReleaseSlot, settings: ServeSettings,
                                 "model (the quality gate promotes one)", headers={"retry-after": "5"})
             request.scope["tada.release"] = served.release
             parts = await _read_images(request, settings)
-            predictions, formats = await anyio.to_thread.run_sync(_predict, served.predictor, parts)
+            predictions, formats = await anyio.to_thread.run_sync(_predict, served.predictor, parts, budget)
         except Rejection as r:
             metrics.reject(r.code, served.release if served else None)
             return JSONResponse({"error": r.code, "detail": r.detail}, status_code=r.status, headers=r.headers)
@@ -246,17 +258,24 @@ async def _read_images(request: Request, settings: ServeSettings) -> list[tuple[
         await form.close()
 
 
-def _predict(predictor: Predictor, parts: list[tuple[str, bytes]]) -> tuple[list, list[str | None]]:
-    """The predictions of the decoded ``parts`` and each image's format (Pillow's name)."""
+def _predict(predictor: Predictor, parts: list[tuple[str, bytes]],
+             budget: DecodeBudget) -> tuple[list, list[str | None]]:
+    """The predictions of the decoded ``parts`` and each image's format (Pillow's name). Each image is decoded under
+    the process's ``budget`` and dropped as soon as it is preprocessed (a few kB), so the decoded pixels held at once
+    stay within the budget however many requests arrive."""
     pixels, formats = [], []
     for i, (name, data) in enumerate(parts):
         try:
-            image = decode(data, predictor.max_pixels)
-            formats.append(image.format)
-            pixels.append(predictor.preprocess(image))
+            image = open_image(data, predictor.max_pixels)
+            with budget.hold(decoded_bytes(image)):
+                formats.append(image.format)
+                pixels.append(predictor.preprocess(finish(image)))
+                image.close()
+                del image
         except ImageError as e:
-            status = 413 if isinstance(e, ImageTooLargeError) else 422
-            raise Rejection(status, e.code, f"image {i} ({name!r}): {e}") from None
+            status = 413 if isinstance(e, ImageTooLargeError) else 503 if isinstance(e, DecodeBusyError) else 422
+            headers = {"retry-after": "5"} if isinstance(e, DecodeBusyError) else None
+            raise Rejection(status, e.code, f"image {i} ({name!r}): {e}", headers) from None
     return predictor.predict_arrays(np.stack(pixels)), formats
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -69,8 +70,18 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], progress: bool = 
     return rows
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (a class called ``=HYPERLINK(...)``, a file named
+    ``+cmd...``) gets a leading ``'``, the usual neutraliser (OWASP); numbers and other text are written as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    """``top_k`` as ``label:probability`` pairs joined by ``;``; empty cells for missing values."""
+    """``top_k`` as ``label:probability`` pairs joined by ``;``; empty cells for missing values; text that a
+    spreadsheet would take for a formula is neutralised (`csv_cell`)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -78,7 +89,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         cells = {k: row.get(k) for k in COLUMNS}
         if cells["top_k"] is not None:
             cells["top_k"] = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in cells["top_k"])
-        writer.writerow({k: "" if v is None else v for k, v in cells.items()})
+        writer.writerow({k: "" if v is None else csv_cell(v) for k, v in cells.items()})
     return out.getvalue()
 
 
@@ -88,16 +99,32 @@ def to_json(rows: list[dict[str, Any]], predictor: Predictor, threshold: float |
     return json.dumps({"model": model, "shift_threshold": threshold, "predictions": rows}, indent=2) + "\n"
 
 
+def check_writable(output: Path) -> None:
+    """Raise unless ``output`` can be written: not a folder, and its folder (created if missing, as the atomic write
+    does) is under one this user can write to."""
+    if output.is_dir():
+        raise ValueError(f"-o {output}: is a folder; name a file, e.g. {output / 'predictions.csv'}")
+    folder = output.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"-o {output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise PermissionError(f"-o {output}: not writable by this user ({folder})")
+
+
 def run(model: Path, paths: Sequence[str], output: Path | None, fmt: str | None, top_k: int, batch_size: int,
         threads: int, shift_threshold: float | None, progress: bool) -> int:
     """The ``tada predict`` command; returns its exit status."""
     from tada.serving.model_info import ModelError
 
     try:
+        if output is not None:
+            check_writable(output)  # before the work, not after it
         predictor = Predictor(model, intra_op_threads=threads, batch_size=batch_size, top_k=top_k,
                               shift_threshold=shift_threshold)
         files = collect_images(paths)
-    except (FileNotFoundError, ModelError, ValueError) as e:
+    except (FileNotFoundError, ModelError, ValueError, PermissionError) as e:
         print(f"tada predict: error: {e}", file=sys.stderr)
         return 2
     if not files:

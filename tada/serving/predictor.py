@@ -11,6 +11,7 @@ Never imports torch: numpy, Pillow and onnxruntime only (`pip install .` without
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from tada.serving.images import decode, load_file, normalise, to_array
+from tada.serving.images import decode, load_file, normalise, prepare
 from tada.serving.model_info import DOMAIN_PROBABILITY, ENTROPY, INPUT, PROBABILITIES, ModelError, ModelInfo
+from tada.serving.settings import RANGES
 from tada.serving.shift import shift_scores
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # decoded size limit per image: a 1 kB PNG can claim 50,000 x 50,000 pixels
@@ -91,9 +93,13 @@ class Predictor:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"no model at {path}: export one with `dvc repro export` (models/model.onnx)")
-        if batch_size < 1 or top_k < 1 or intra_op_threads < 0 or max_pixels < 1:
-            raise ValueError(f"batch_size, top_k, max_pixels must be >= 1 and intra_op_threads >= 0, got "
-                             f"{batch_size}, {top_k}, {max_pixels}, {intra_op_threads}")
+        for name, value in (("intra_op_threads", intra_op_threads), ("batch_size", batch_size), ("top_k", top_k),
+                            ("max_pixels", max_pixels)):
+            low, high = RANGES[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        if shift_threshold is not None and not (math.isfinite(shift_threshold) and shift_threshold > 0):
+            raise ValueError(f"shift_threshold must be a finite number > 0, got {shift_threshold}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1  # the graph is a chain: parallel branches would only add scheduling
@@ -111,11 +117,12 @@ class Predictor:
         self.path, self.batch_size, self.top_k, self.max_pixels = path, batch_size, top_k, max_pixels
         self.intra_op_threads = intra_op_threads
         reference = self.info.shift_reference
-        self.shift_threshold = shift_threshold or (reference["threshold"] if reference else None)
+        self.shift_threshold = shift_threshold if shift_threshold is not None else (
+            reference["threshold"] if reference else None)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """A decoded image -> uint8 pixels at the model's mode and size (training's `load_image` and crop)."""
-        return to_array(image, self.info.color_mode, self.info.image_size, self.info.load_size)
+        return prepare(image, self.info.color_mode, self.info.image_size, self.info.load_size)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Encoded image bytes -> preprocessed uint8 pixels; raises `tada.serving.images.ImageError`."""

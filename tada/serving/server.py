@@ -30,6 +30,12 @@ FLAGS = {  # flag -> (setting, type, help)
     "--max-body-bytes": ("max_body_bytes", int, "request body size limit"),
     "--max-pixels": ("max_pixels", int, "decoded width x height limit per image"),
     "--body-timeout": ("body_timeout", float, "seconds to receive a request's whole body (slow uploads get a 408)"),
+    "--header-timeout": ("header_timeout", float, "seconds to receive a request's headers (slow clients get a 408 "
+                         "and are disconnected)"),
+    "--max-connections": ("max_connections", int, "open connections in all; more are answered 503"),
+    "--max-connections-per-client": ("max_connections_per_client", int, "open connections from one address"),
+    "--max-decoding-bytes": ("max_decoding_bytes", int, "memory of the images decoded at once, all requests "
+                             "together"),
     "--threads": ("intra_op_threads", int, "onnxruntime intra-op threads per request (0: onnxruntime's default)"),
     "--batch-size": ("batch_size", int, "images per onnxruntime call"),
     "--top-k": ("top_k", int, "classes listed per image"),
@@ -107,8 +113,10 @@ def serve(settings: ServeSettings) -> None:
     """Load the model and serve until interrupted."""
     import uvicorn
 
+    from tada.allocator import return_large_blocks
     from tada.serving.app import create_app
 
+    return_large_blocks()  # decoded images go back to the kernel when freed (tada.allocator)
     slot = make_slot(settings)
     capture = make_capture(settings)
     served = slot.current
@@ -138,7 +146,7 @@ def uvicorn_options(app: ObservedApp, settings: ServeSettings) -> dict[str, Any]
 
     return {"app": app, "host": settings.host, "port": settings.port, "log_level": "info",
             "access_log": settings.access_log, "timeout_graceful_shutdown": 10, "server_header": False,
-            "http": json_h11_protocol(app.metrics)}
+            "http": json_h11_protocol(app.metrics, settings)}
 
 
 def run(args: argparse.Namespace) -> int:

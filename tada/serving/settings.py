@@ -8,6 +8,10 @@
 | max_body_bytes | ``TADA_MAX_BODY_BYTES`` | 8 MiB | request body |
 | max_pixels | ``TADA_MAX_PIXELS`` | 4096 x 4096 | decoded width x height per image |
 | body_timeout | ``TADA_BODY_TIMEOUT`` | 30 | seconds to receive a request's whole body, then 408 |
+| header_timeout | ``TADA_HEADER_TIMEOUT`` | 10 | seconds to receive a request's headers, then 408, closed |
+| max_connections | ``TADA_MAX_CONNECTIONS`` | 256 | open connections (<= descriptor limit - 64); more: 503 |
+| max_connections_per_client | ``TADA_MAX_CONNECTIONS_PER_CLIENT`` | 64 | open connections from one address |
+| max_decoding_bytes | ``TADA_MAX_DECODING_BYTES`` | 512 MiB | memory of images being decoded at once, in all |
 | intra_op_threads | ``TADA_INTRA_OP_THREADS`` | 1 | onnxruntime threads per request; requests run in parallel |
 | batch_size | ``TADA_BATCH_SIZE`` | 32 | images per onnxruntime call |
 | top_k | ``TADA_TOP_K`` | 3 | classes listed per image |
@@ -28,11 +32,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+RANGES = {  # integer settings: [low, high]. The highs keep one setting from exhausting the machine by itself.
+    "port": (0, 65535), "max_images": (1, 10_000), "max_body_bytes": (1, 1 << 30), "max_pixels": (1, 1 << 28),
+    "intra_op_threads": (0, 256), "batch_size": (1, 4096), "top_k": (1, 1000), "shift_window": (1, 1_000_000),
+    "max_connections": (1, 65536), "max_connections_per_client": (1, 65536), "max_decoding_bytes": (1 << 20, 1 << 40),
+}
 
 
 class SettingsError(ValueError):
@@ -48,6 +59,10 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_pixels: int = 4096 * 4096
     body_timeout: float = 30.0
+    header_timeout: float = 10.0
+    max_connections: int = 256
+    max_connections_per_client: int = 64
+    max_decoding_bytes: int = 512 * 1024 * 1024
     intra_op_threads: int = 1
     batch_size: int = 32
     top_k: int = 3
@@ -65,17 +80,21 @@ class ServeSettings:
     capture_max_shift: float = 4.0
 
     def __post_init__(self) -> None:
-        minimum = {"port": 0, "max_images": 1, "max_body_bytes": 1, "max_pixels": 1, "intra_op_threads": 0,
-                   "batch_size": 1, "top_k": 1, "shift_window": 1}
-        for name, low in minimum.items():
-            if getattr(self, name) < low:
-                raise SettingsError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if self.port > 65535:
-            raise SettingsError(f"port must be <= 65535, got {self.port}")
-        if not self.body_timeout > 0:  # also refuses NaN
-            raise SettingsError(f"body_timeout must be > 0 seconds, got {self.body_timeout}")
+        for f in dataclasses.fields(self):  # nan and inf pass most comparisons below, and break the service later
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{f.name} must be a finite number, got {value}")
+        for name, (low, high) in RANGES.items():
+            if not low <= getattr(self, name) <= high:
+                raise SettingsError(f"{name} must be in [{low}, {high}], got {getattr(self, name)}")
+        for name in ("body_timeout", "header_timeout"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise SettingsError(f"{name} must be in (0, 3600] seconds, got {getattr(self, name)}")
         if self.shift_threshold is not None and self.shift_threshold <= 0:
             raise SettingsError(f"shift_threshold must be > 0, got {self.shift_threshold}")
+        if self.max_connections_per_client > self.max_connections:
+            raise SettingsError(f"max_connections_per_client ({self.max_connections_per_client}) must be <= "
+                                f"max_connections ({self.max_connections})")
         if not 0 < self.shift_alert_fraction <= 1:
             raise SettingsError(f"shift_alert_fraction must be in (0, 1], got {self.shift_alert_fraction}")
         if not 0 <= self.reload_interval <= 3600:  # also refuses NaN
@@ -128,5 +147,12 @@ def load_settings(
         name = env_name(field.name)
         if environ.get(name, "") != "":
             values[field.name] = _convert(field, environ[name], name)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return ServeSettings(**values)
+    sources = {name: env_name(name) for name in values}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(given)
+    sources.update({name: "the command line" for name in given})
+    try:
+        return ServeSettings(**values)
+    except SettingsError as e:
+        name = str(e).split(" ", 1)[0]
+        raise SettingsError(f"{e} (set by {sources[name]})" if name in sources else str(e)) from None
