@@ -8,6 +8,12 @@ warm-up steps. The K region discriminators are one batched einsum per layer (`ta
     python benchmarks/training_speed.py                       # LeNet at 32 px and ResNet-50 at 224 px, on the CPU
                                                               # (region discriminators 1024 and 256 wide)
     python benchmarks/training_speed.py --setups lenet32      # just one
+    python benchmarks/training_speed.py --kernels pinned      # only the default kernels (no native comparison)
+
+With ``--kernels both`` (the default) every step is timed twice, interleaved: with the CPU kernels pinned to AVX2 as
+``import tada`` pins them (`tada.cpu_kernels`, what every run uses) and with ``TADA_CPU_KERNELS=native`` (the
+libraries' own choice: AVX-512 where the CPU has it). The table is the pinned one; the pin's cost is pinned over
+native step time, per setup and method (1.00 on a machine without AVX-512).
 """
 
 from __future__ import annotations
@@ -74,12 +80,38 @@ def measure(setup: str, method: str, threads: int) -> dict[str, float]:
             "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
+def cpu_flags() -> str:
+    """Which vector extension the CPU has at most: what the pin's cost depends on."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return "unknown CPU"
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+
+
+def run_child(setup: str, method: str, threads: int, kernels: str) -> dict[str, float]:
+    """`measure` in a fresh process with the pinned (`tada.cpu_kernels`) or the native kernels."""
+    from tada.cpu_kernels import PINS, SWITCH
+
+    env = {k: v for k, v in os.environ.items() if k not in PINS and k != SWITCH}
+    env["PYTHONPATH"] = str(ROOT)
+    if kernels == "native":
+        env[SWITCH] = "native"
+    child = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--child", setup, method],
+                           capture_output=True, text=True, env=env)
+    if child.returncode != 0:
+        raise SystemExit(f"{setup}/{method} ({kernels} kernels) failed:\n{child.stderr}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", type=float, default=1.3, help="max TADA / DANN step-time ratio")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training_speed.json")
+    parser.add_argument("--kernels", choices=("both", "pinned", "native"), default="both",
+                        help="time the pinned AVX2 kernels, the native ones, or both (the pin's cost)")
     parser.add_argument("--child", nargs=2, metavar=("SETUP", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -95,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.threads} threads", flush=True)
         results[setup] = {}
         for method in METHODS:
-            child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", setup, method],
-                                   capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            if child.returncode != 0:
-                raise SystemExit(f"{setup}/{method} failed:\n{child.stderr}")
-            results[setup][method] = json.loads(child.stdout.strip().splitlines()[-1])
+            for kernels in (("pinned", "native") if args.kernels == "both" else (args.kernels,)):
+                measured = run_child(setup, method, args.threads, kernels)
+                if kernels == "native" and args.kernels == "both":
+                    results[setup][method]["native_ms_per_step"] = measured["ms_per_step"]
+                    results[setup][method]["pin_cost"] = results[setup][method]["ms_per_step"] / measured["ms_per_step"]
+                else:
+                    results[setup][method] = measured
 
     lines = ["| setup | method | ms / step | it / s | peak RSS (MB) | parameters (M) | regions K |",
              "|---|---|---|---|---|---|---|"]
@@ -112,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         by_method["tada_over_dann"] = ratio
         verdicts.append(f"{setup}: TADA step = {ratio:.2f}x DANN step (target <= {args.target}: "
                         f"{'met' if ratio <= args.target else 'NOT met'})")
+    if args.kernels == "both":
+        costs = [f"{setup} {method} {r['pin_cost']:.2f}x" for setup, by_method in results.items()
+                 for method, r in by_method.items() if isinstance(r, dict)]
+        verdicts.append("The AVX2 pin's cost (pinned / native step time, interleaved): " + ", ".join(costs))
     report = "\n".join(lines) + "\n\n" + "\n".join(verdicts)
     print("\n" + report)
     command = "python benchmarks/training_speed.py" + ("" if argv is None and len(sys.argv) == 1 else
                                                        " " + " ".join(sys.argv[1:]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    args.out.write_text(json.dumps({"command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                                               f"{cpu_flags()}", "kernels": args.kernels,
                                     "threads": args.threads, "target_ratio": args.target, "results": results,
                                     "markdown": report, "seconds": round(time.perf_counter() - started, 1)},
                                    indent=2) + "\n")
