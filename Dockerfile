@@ -62,10 +62,10 @@ COPY --chown=tada:tada models/model.onnx /models/model.onnx
 # --- training (last: the default target) -------------------------------------------------------------------------
 FROM source AS train
 ENV DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
-RUN if ! command -v git >/dev/null; then \
-      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi
+# git for DVC; FriBiDi for Pillow's Raqm text layout, with which the default task's digits are rendered
+# (tada.data.synthetic: without it Pillow would lay them out differently and the data would not be the same).
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git libfribidi0 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 1000 --user-group tada
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install ".[pipeline]"
 USER tada

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 from tada.config import ConfigError
-from tada.io import NO_SPACE, no_space
+from tada.io import NO_SPACE, MissingLibraryError, no_space
 
 
 @contextlib.contextmanager
@@ -17,7 +17,7 @@ def user_errors(stage: str) -> Iterator[None]:
     a full disk (ENOSPC, EDQUOT: the message says where and how much is free, `tada.io.no_space`)."""
     try:
         yield
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, MissingLibraryError) as e:
         print(f"{stage}: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as e:

@@ -153,11 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tada.config import ConfigError
     from tada.data.download import DownloadError
-    from tada.io import NO_SPACE
+    from tada.io import NO_SPACE, MissingLibraryError
 
     try:
         return args.func(args)
-    except (ConfigError, DownloadError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DownloadError, FileNotFoundError, ValueError, MissingLibraryError) as e:
         print(f"tada: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

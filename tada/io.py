@@ -166,6 +166,10 @@ def remove_tree(path: str | Path) -> None:
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+class MissingLibraryError(RuntimeError):
+    """A system library the work needs is not installed; the message says which and how to install it."""
+
+
 _TEMPORARY_NAME = re.compile(r"^\.(.+)\.\d+\.[0-9a-f]+\.tmp$")
 
 

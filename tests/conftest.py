@@ -66,3 +66,18 @@ def small_disk(tmp_path):
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full-stack", action="store_true",
+                     help="also run the tests marked full_stack (the training image, the compose topology)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --full-stack, the full_stack tests are deselected (and reported so), not skipped."""
+    if config.getoption("--full-stack"):
+        return
+    heavy = [item for item in items if item.get_closest_marker("full_stack")]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if not item.get_closest_marker("full_stack")]

@@ -83,3 +83,21 @@ def test_infinite_batches_work_for_a_dataset_smaller_than_a_batch():
     assert x.shape == (7,) and torch.equal(y, x * 10)
     with pytest.raises(ValueError, match="empty"):
         next(infinite_batches(torch.empty(0), batch_size=2, generator=torch.Generator()))
+
+
+def test_rendering_refuses_without_pillows_raqm_layout_instead_of_drawing_other_digits(monkeypatch):
+    """Pillow lays text out with Raqm where FriBiDi is installed and with its basic engine otherwise, and the two
+    place the glyphs differently: the default task must not depend on which libraries a machine happens to have."""
+    from PIL import features
+
+    from tada.data import synthetic
+    from tada.io import MissingLibraryError
+
+    synthetic.digit_fonts.cache_clear()
+    real = features.check
+    monkeypatch.setattr(features, "check", lambda name: False if name == "raqm" else real(name))
+    try:
+        with pytest.raises(MissingLibraryError, match="apt-get install libfribidi0"):
+            synthetic.digit_fonts()
+    finally:
+        synthetic.digit_fonts.cache_clear()

@@ -3,6 +3,11 @@
 Every image is one glyph drawn on a large canvas with a random font, size and stroke, then rotated, translated,
 downsampled, blurred and given sensor noise. Everything random comes from one `numpy.random.Generator`, so a seed
 gives the same images on every machine with the same matplotlib and Pillow.
+
+Glyphs are laid out by Pillow's Raqm engine, always: Pillow picks it silently when the system library it needs
+(FriBiDi, Debian's ``libfribidi0``) is there and its basic engine otherwise, which places the glyphs differently, so
+two machines with the same packages rendered different digits (a fresh container against a machine with a
+browser installed). Without Raqm, `digit_fonts` refuses and says what to install.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from tada.io import MissingLibraryError
 
 DIGIT_GLYPHS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _SUPERSAMPLE = 4  # glyphs are drawn at 4x the output size, then box-filtered down: clean anti-aliasing
@@ -47,6 +54,13 @@ def digit_fonts() -> tuple[Path, ...]:
     """
     import matplotlib
     from fontTools.ttLib import TTFont
+    from PIL import features
+
+    if not features.check("raqm"):
+        raise MissingLibraryError(
+            "rendering the default task's digits needs Pillow's Raqm text layout, which needs the FriBiDi library: "
+            "install it (Debian/Ubuntu: apt-get install libfribidi0; Fedora: dnf install fribidi) so every machine "
+            "renders the same images")
 
     fonts = []
     for path in sorted((Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf")):
@@ -60,7 +74,7 @@ def digit_fonts() -> tuple[Path, ...]:
 
 @functools.lru_cache(maxsize=1024)
 def _font(path: Path, pixels: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(path), pixels)
+    return ImageFont.truetype(str(path), pixels, layout_engine=ImageFont.Layout.RAQM)
 
 
 def render_digit(digit: int, font: Path, size: int, spec: RenderSpec, rng: np.random.Generator) -> np.ndarray:
