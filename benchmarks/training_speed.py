@@ -10,10 +10,11 @@ warm-up steps. The K region discriminators are one batched einsum per layer (`ta
     python benchmarks/training_speed.py --setups lenet32      # just one
     python benchmarks/training_speed.py --kernels pinned      # only the default kernels (no native comparison)
 
-With ``--kernels both`` (the default) every step is timed twice, interleaved: with the CPU kernels pinned to AVX2 as
-``import tada`` pins them (`tada.cpu_kernels`, what every run uses) and with ``TADA_CPU_KERNELS=native`` (the
-libraries' own choice: AVX-512 where the CPU has it). The table is the pinned one; the pin's cost is pinned over
-native step time, per setup and method (1.00 on a machine without AVX-512).
+With ``--kernels both`` (the default) every step is timed twice, interleaved: with the CPU kernels pinned as
+``import tada`` pins them (`tada.cpu_kernels`, what every run uses: ATen and oneDNN at AVX2, MKL at its
+vendor-independent COMPATIBLE branch) and with ``TADA_CPU_KERNELS=native`` (the libraries' own choice: AVX-512
+where the CPU has it). The table is the pinned one; the pin's cost is pinned over native step time, per setup and
+method (above 1 on AVX2-only machines too: MKL's COMPATIBLE branch gives up its AVX2 kernels).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=1.3, help="max TADA / DANN step-time ratio")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training_speed.json")
     parser.add_argument("--kernels", choices=("both", "pinned", "native"), default="both",
-                        help="time the pinned AVX2 kernels, the native ones, or both (the pin's cost)")
+                        help="time the pinned kernels (tada.cpu_kernels), the native ones, or both (the pin's cost)")
     parser.add_argument("--child", nargs=2, metavar=("SETUP", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernels == "both":
         costs = [f"{setup} {method} {r['pin_cost']:.2f}x" for setup, by_method in results.items()
                  for method, r in by_method.items() if isinstance(r, dict)]
-        verdicts.append("The AVX2 pin's cost (pinned / native step time, interleaved): " + ", ".join(costs))
+        verdicts.append("The CPU kernel pin's cost (pinned / native step time, interleaved): " + ", ".join(costs))
     report = "\n".join(lines) + "\n\n" + "\n".join(verdicts)
     print("\n" + report)
     command = "python benchmarks/training_speed.py" + ("" if argv is None and len(sys.argv) == 1 else

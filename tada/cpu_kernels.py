@@ -10,9 +10,17 @@ the last decade has AVX2, so that is the pin:
 |---|---|---|
 | ATen (PyTorch's own kernels) | ``ATEN_CPU_CAPABILITY`` | ``avx2`` |
 | oneDNN (convolutions) | ``ONEDNN_MAX_CPU_ISA`` | ``AVX2`` |
-| MKL (BLAS, LAPACK) | ``MKL_CBWR`` (conditional numerical reproducibility) | ``AVX2,STRICT`` |
+| MKL (BLAS, LAPACK) | ``MKL_CBWR`` (conditional numerical reproducibility) | ``COMPATIBLE,STRICT`` |
 | OpenBLAS (NumPy's and SciPy's BLAS, LAPACK: the validators, scikit-learn) | ``OPENBLAS_CORETYPE`` | ``Haswell`` |
 | NumPy's own loops (exp, log, sums) | ``NPY_DISABLE_CPU_FEATURES`` | its dispatch targets above AVX2 |
+
+MKL is the exception to "AVX2 everywhere": on a CPU that is not Intel's it ignores the ``AVX2`` branch (its
+verbose mode reports ``CNR:AUTO``) and runs a code path of its own, so an AMD machine trained other bits than an
+Intel one under an AVX2 pin (the golden results recorded on an AVX2-only machine did not hold on an AVX-512 Xeon;
+under QEMU's EPYC-Rome model, vendor AuthenticAMD, a 3-step run differed from the same run on the Xeon and on QEMU's
+Haswell model). ``COMPATIBLE`` is the one branch MKL keeps the same on Intel and other x86-64 CPUs (SSE2 without the
+approximate reciprocals); with it the EPYC-Rome, Haswell and Xeon runs are the same bits. It costs the matrix
+products their AVX2 kernels (`benchmarks/training_speed.py --kernels both` measures the whole pin's cost).
 
 The libraries read these once: PyTorch's when their first kernel runs, NumPy's and OpenBLAS when NumPy is first
 imported. So they are set when ``tada`` is imported (`pin`): import ``tada`` (or ``pipelines``, which imports it)
@@ -29,7 +37,7 @@ from __future__ import annotations
 import os
 import platform
 
-PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT",
+PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE,STRICT",
         "OPENBLAS_CORETYPE": "Haswell",
         "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}  # NumPy's dispatch targets above AVX2
 SWITCH = "TADA_CPU_KERNELS"  # "native": no pin
