@@ -301,12 +301,6 @@ def strip_source_paths(proto: Any) -> None:
         node.metadata_props.extend(kept)
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
 def check_parity(
     path: str | Path, graph: InferenceGraph, images: torch.Tensor, batch_sizes: tuple[int, ...], tolerance: float
 ) -> dict[str, Any]:

@@ -36,10 +36,6 @@ class ValidationOutcome:
     summary: str
 
 
-class DataValidationError(RuntimeError):
-    """The dataset failed validation; the message is the human summary."""
-
-
 def inspect_file(path: Path, expected_sha256: str) -> dict[str, Any]:
     """What is actually on disk: readable ('ok', 'missing', 'corrupt: ...'), decoded size and mode, checksum."""
     if not path.is_file():

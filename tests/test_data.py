@@ -5,7 +5,7 @@ import torch
 from tada.config import DataConfig
 from tada.data.default_task import TARGET_SPLIT_SEED, build_default_task
 from tada.data.handwritten import load_handwritten_digits
-from tada.data.loaders import infinite_batches
+from tada.data.loaders import BatchStream
 from tada.data.synthetic import RenderSpec, digit_fonts, render_digits
 from tada.data.task import stratified_split, to_tensor
 
@@ -67,22 +67,19 @@ def test_to_tensor_scales_to_minus_one_one():
     assert rgb.shape == (2, 3, 4, 5)
 
 
-def test_infinite_batches_cover_every_sample_each_epoch_and_are_seeded():
-    data = torch.arange(10)
-    stream = infinite_batches(data, batch_size=5, generator=torch.Generator().manual_seed(0))
-    first_epoch = torch.cat([next(stream)[0] for _ in range(2)])
+def test_batch_streams_cover_every_sample_each_epoch_and_are_seeded():
+    stream = BatchStream(10, 5, torch.Generator().manual_seed(0))
+    first_epoch = torch.cat([stream.next() for _ in range(2)])
     assert sorted(first_epoch.tolist()) == list(range(10))
-    again = infinite_batches(data, batch_size=5, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(next(again)[0], first_epoch[:5])
+    again = BatchStream(10, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(again.next(), first_epoch[:5])
 
 
-def test_infinite_batches_work_for_a_dataset_smaller_than_a_batch():
-    stream = infinite_batches(torch.arange(3), torch.arange(3) * 10, batch_size=7,
-                              generator=torch.Generator().manual_seed(0))
-    x, y = next(stream)
-    assert x.shape == (7,) and torch.equal(y, x * 10)
+def test_batch_streams_work_for_a_dataset_smaller_than_a_batch():
+    batch = BatchStream(3, 7, torch.Generator().manual_seed(0)).next()
+    assert batch.shape == (7,) and set(batch.tolist()) == {0, 1, 2}
     with pytest.raises(ValueError, match="empty"):
-        next(infinite_batches(torch.empty(0), batch_size=2, generator=torch.Generator()))
+        BatchStream(0, 2, torch.Generator())
 
 
 def test_rendering_refuses_without_pillows_raqm_layout_instead_of_drawing_other_digits(monkeypatch):

@@ -9,8 +9,13 @@ import pytest
 import torch
 
 import tada.export as export
-from tada.export import ExportError, export_verified, model_info, read_metadata
+from tada.export import ExportError, export_verified, model_info
 from tada.methods import build_model
+
+
+def read_metadata(path) -> dict[str, str]:
+    """The ONNX file's metadata as onnx reads it (independently of the exporter and the serving side)."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 @pytest.fixture

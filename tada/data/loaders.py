@@ -6,7 +6,6 @@ indexes those tensors, so there is no per-step worker pool to feed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -48,13 +47,3 @@ class BatchStream:
         if state["n"] != self.n:
             raise ValueError(f"stream state is for {state['n']} samples, this dataset has {self.n}")
         self.pending = state["pending"].clone()
-
-
-def infinite_batches(
-    *tensors: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Batches of ``tensors`` (indexed together along dim 0) from a `BatchStream`, forever."""
-    stream = BatchStream(tensors[0].shape[0], batch_size, generator)
-    while True:
-        idx = stream.next()
-        yield tuple(t[idx] for t in tensors)
