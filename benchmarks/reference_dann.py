@@ -51,7 +51,7 @@ TARGET_DANN_OVER_PLAIN, TARGET_TADA_OVER_DANN, TARGET_POINTS_BELOW_PEER = 1.05, 
 # its ResNet-50 protocol, and what our default was until the runs below showed 1e-3 better on both sides):
 VARIANTS = {
     # TADA with BatchNorm in its region discriminators too (the default has it in the global discriminator only;
-    # README: where the paper is silent)
+    # docs/method.md: where the paper is silent)
     "ours_tada_region_batchnorm_weight_decay_5e-4": {"model.region_discriminator_norm": "batchnorm",
                                                      "optim.weight_decay": 5e-4},
     # our DANN with torch's own dropout (``F.dropout``: bernoulli_ masks) instead of `tada.models.dropout`: then the

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/serving_memory.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {platform.processor() or '?'}",
         "bomb_bytes": len(image), "clients": args.clients, "requests_per_client": args.requests,
-        "slack_mib": SLACK_MIB, "results": results, "ok": ok})
+        "slack_mib": SLACK_MIB, "results": results, "ok": ok, "markdown": "\n".join(lines)})
     return 0 if ok else 1
 
 

@@ -90,26 +90,3 @@ def test_cott_counts_target_images_below_the_source_threshold():
     assert E.cott(src, labels, src, np.array([1.0, 1.0])) == pytest.approx(0.75)  # on itself: its accuracy
     wrong = 1 - src.argmax(1)  # every label wrong: nothing is below the threshold
     assert E.cott(src, wrong, src, np.array([1.0, 1.0])) == 0.0
-
-
-def test_the_doc_table_is_what_the_benchmark_json_gives():
-    import json
-    import os
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        from accuracy_estimation import tables
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
-    rendered = tables(json.loads((root / "benchmarks" / "results" / "accuracy_estimation.json").read_text()))
-    doc = root / "docs" / "accuracy_estimation.md"
-    text, begin, end = doc.read_text(), "<!-- table: benchmarks/results/accuracy_estimation.json -->", \
-        "<!-- end of table -->"
-    start, stop = text.index(begin) + len(begin), text.index(end)
-    if os.environ.get("TADA_UPDATE_DOCS"):
-        doc.write_text(text[:start] + "\n" + rendered + "\n" + text[stop:])
-    else:
-        assert text[start:stop].strip() == rendered, f"{doc} is stale; run TADA_UPDATE_DOCS=1 pytest {__file__}"

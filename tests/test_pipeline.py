@@ -59,7 +59,7 @@ def test_repro_produces_every_artifact(repo):
 def test_run_report_in_a_real_browser(repo, tmp_path):
     """reports/index.html of the real run, in headless chromium with the network cut off: it loads nothing from
     outside the file, the console stays silent, and it shows every number of reports/metrics.json. Its screenshot is
-    the README's (``TADA_REPORT_SCREENSHOT=docs/run_report.png`` writes it there)."""
+    docs/pipeline.md's (``TADA_REPORT_SCREENSHOT=docs/run_report.png`` writes it there)."""
     if why := available():
         pytest.fail(f"the run report's browser test needs chromium: {why}")
     metrics = json.loads((repo / "reports/metrics.json").read_text())
